@@ -1,0 +1,2 @@
+import BKFleet
+print("bkfleet \(BKFleetVersion.string)")

@@ -1,0 +1,3 @@
+import XCTest
+@testable import BKFleet
+final class PlaceholderTests: XCTestCase { func testVersionIsSemantic() { XCTAssertEqual(BKFleetVersion.string.split(separator: ".").count, 3) } }
