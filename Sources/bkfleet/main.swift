@@ -1,2 +1,87 @@
+// bkfleet's entry point: picks the command, turns every error into a message and an exit
+// code (docs/exit-codes.md). The commands' work lives in the BKFleet library.
 import BKFleet
-print("bkfleet \(BKFleetVersion.string)")
+import Foundation
+
+/// Exit codes shared by every command; docs/exit-codes.md is the table users read.
+enum ExitCode: Int32 {
+    case success = 0
+    case hostsFailed = 1
+    case changesPending = 2
+    case usage = 64
+    case badInput = 65
+    case internalError = 70
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data(("bkfleet: " + text + "\n").utf8))
+}
+
+let usage = """
+    bkfleet \(BKFleetVersion.string): converge a fleet of NixOS Buildkite builders over SSH.
+
+    Usage: bkfleet COMMAND [INVENTORY] [OPTIONS]
+
+    Commands:
+      apply     push secrets and modules, rebuild, and verify every agent
+      plan      show what apply would change, changing nothing
+      check     validate the inventory offline and render every module
+      render    print the module files one host would get
+      help      show this text, or a command's help
+
+    INVENTORY defaults to $BKFLEET_INVENTORY, then ./inventory.toml.
+    Run 'bkfleet COMMAND --help' for a command's options and examples.
+    """
+
+var words = Array(CommandLine.arguments.dropFirst())
+guard let command = words.first else {
+    print(usage)
+    exit(ExitCode.usage.rawValue)
+}
+words.removeFirst()
+
+let code: ExitCode
+do {
+    switch command {
+    case "apply":
+        code = try ApplyCommand.run(words, mode: .apply)
+    case "plan":
+        code = try ApplyCommand.run(words, mode: .plan)
+    case "check":
+        code = try CheckCommand.run(words)
+    case "render":
+        code = try RenderCommand.run(words)
+    case "help", "--help", "-h":
+        if let topic = words.first, let text = Help.text(for: topic) {
+            print(text)
+        } else {
+            print(usage)
+        }
+        code = .success
+    case "--version", "version":
+        print("bkfleet \(BKFleetVersion.string)")
+        code = .success
+    default:
+        let known = ["apply", "plan", "check", "render", "help"]
+        let hint = known.min { editDistance($0, command) < editDistance($1, command) }
+            .flatMap { editDistance($0, command) <= 2 ? " (did you mean '\($0)'?)" : nil }
+        printError("unknown command '\(command)'\(hint ?? ""); see 'bkfleet help'")
+        code = .usage
+    }
+} catch let error as UsageError {
+    printError(error.description)
+    code = .usage
+} catch let error as InventoryError {
+    FileHandle.standardError.write(Data((error.description + "\n").utf8))
+    code = .badInput
+} catch let error as SetupError {
+    printError(error.description)
+    code = .badInput
+} catch let error as RenderError {
+    printError(error.description)
+    code = .badInput
+} catch {
+    printError("\(error)")
+    code = .internalError
+}
+exit(code.rawValue)

@@ -1,0 +1,66 @@
+// Renders the NixOS modules one host needs: one file per agent plus an index that
+// imports them. Pure: inventory and templates in, file names and text out. Which files
+// change on the host is the planner's business.
+
+/// The module files for one host, keyed by file name inside the module directory.
+public struct RenderedModules: Equatable, Sendable {
+    public var files: [String: String]
+}
+
+public struct ModuleRenderer: Sendable {
+    public var templates: Templates
+
+    public init(templates: Templates) {
+        self.templates = templates
+    }
+
+    public static let indexFile = "default.nix"
+
+    /// The path of an agent's secret on the host.
+    public static func secretPath(_ inventory: Inventory, agent: String, kind: SecretKind)
+        -> String {
+        "\(inventory.defaults.secretDir)/\(agent)/\(kind.fileName)"
+    }
+
+    public func render(host: Host, inventory: Inventory) throws -> RenderedModules {
+        var files: [String: String] = [:]
+        for name in host.agents.sorted() {
+            guard let agent = inventory.agents[name] else { continue }
+            files["\(name).nix"] = try renderAgent(agent, inventory: inventory)
+        }
+        let imports = host.agents.sorted().map { "    ./\($0).nix" }.joined(separator: "\n")
+        files[Self.indexFile] = try Templates.fill(templates.index, name: "index.nix",
+                                                   ["imports": imports])
+        return RenderedModules(files: files)
+    }
+
+    func renderAgent(_ agent: AgentProfile, inventory: Inventory) throws -> String {
+        let sshKey: NixValue = agent.sshKey == nil ? .null
+            : .string(Self.secretPath(inventory, agent: agent.name, kind: .sshKey))
+        let values: [String: NixValue] = [
+            "tokenPath": .string(Self.secretPath(inventory, agent: agent.name, kind: .token)),
+            "sshKeyPath": sshKey,
+            "confinement": .bool(agent.confinement),
+            "tags": .attrs(agent.tags.mapValues { .string($0) }),
+            "runtimePackages": .list(agent.runtimePackages.map { .package($0) }),
+            "extraConfig": .string(agent.extraConfig),
+            "hooks": .attrs(agent.hooks.mapValues { .string($0) }),
+            "package": .package(agent.package),
+            "displayName": agent.displayName.map { .string($0) } ?? .null,
+        ]
+        var filled = values.mapValues(NixLiteral.render)
+        filled["agent"] = agent.name
+        filled["agentAttr"] = NixLiteral.attributeName(agent.name)
+        filled["unitAttr"] = NixLiteral.attributeName(agent.unitName)
+        return try Templates.fill(templates.agent, name: "agent.nix", filled)
+    }
+}
+
+/// The two secrets an agent can have on a host.
+public enum SecretKind: String, CaseIterable, Sendable, Codable {
+    case token
+    case sshKey = "ssh_key"
+
+    public var fileName: String { rawValue }
+    public var label: String { self == .token ? "token" : "SSH key" }
+}

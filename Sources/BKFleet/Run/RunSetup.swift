@@ -1,0 +1,102 @@
+// Everything that happens on the operator's machine before the first connection: read
+// each secret the selected hosts need, choose the SSH identity, set up registration
+// checks and the run's log folder. A mistake here stops the run before any host is
+// touched.
+import Foundation
+
+public enum SetupError: Error, CustomStringConvertible {
+    /// A secret source could not be read; the message names the secret and its source.
+    case secret(message: String, usedBy: String?)
+    case runDirectory(path: String, underlying: String)
+
+    public var description: String {
+        switch self {
+        case .secret(let message, let usedBy):
+            return message + (usedBy.map { " (needed by \($0); nothing was changed)" }
+                              ?? " (nothing was changed)")
+        case .runDirectory(let path, let underlying):
+            return "cannot create the run's log folder \(path): \(underlying)"
+        }
+    }
+}
+
+public enum RunSetup {
+    /// Reads the token and SSH-key values of the agents on `hosts`, each source once.
+    public static func readSecrets(for hosts: [Host], inventory: Inventory) throws
+        -> SecretValues {
+        var values = SecretValues()
+        let agents = Set(hosts.flatMap(\.agents)).sorted().compactMap { inventory.agents[$0] }
+        for agent in agents {
+            if values.tokens[agent.token] == nil, let source = inventory.tokens[agent.token] {
+                values.tokens[agent.token] = try read(source.source, .token(agent.token),
+                                                      agent: agent)
+            }
+            if let key = agent.sshKey, values.sshKeys[key] == nil,
+               let source = inventory.sshKeys[key] {
+                values.sshKeys[key] = try read(source.source, .sshKey(key), agent: agent)
+            }
+        }
+        return values
+    }
+
+    private static func read(_ source: SecretSource, _ role: SecretRole,
+                             agent: AgentProfile?) throws -> SecretValue {
+        SecretValue(bytes: try read(source, role, usedBy: agent.map { "agent \($0.name)" }))
+    }
+
+    private static func read(_ source: SecretSource, _ role: SecretRole, usedBy: String?)
+        throws -> [UInt8] {
+        do {
+            return try SecretReader().resolve(source, role: role)
+        } catch let error as SecretError {
+            throw SetupError.secret(message: error.message, usedBy: usedBy)
+        }
+    }
+
+    /// The identity the inventory names: ssh-agent, or a key file (with its passphrase
+    /// read from its source, if one is given).
+    public static func identity(for inventory: Inventory) throws -> SSHIdentity {
+        let defaults = inventory.defaults
+        if defaults.useAgent { return .agent }
+        let path = defaults.identityFile ?? NSString(string: "~/.ssh/id_ed25519")
+            .expandingTildeInPath
+        var passphrase: [UInt8]?
+        if let source = defaults.identityPassphrase {
+            passphrase = try read(source, .identityPassphrase, usedBy: nil)
+        }
+        return .file(path: path, passphrase: passphrase)
+    }
+
+    /// Registration checks through the API when the inventory gives access to it.
+    public static func registrations(for inventory: Inventory) throws -> RegistrationSource {
+        guard let api = inventory.buildkite else { return .agentLog }
+        let token = try read(api.token, .apiToken, usedBy: "registration checks")
+        return .api(RegistrationBoard(client: BuildkiteClient(api: api, token: token)))
+    }
+
+    /// `.bkfleet/runs/<UTC time>/` beside the inventory, private to the operator.
+    public static func runDirectory(for inventory: Inventory, now: Date = Date()) throws
+        -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let base = ((inventory.path as NSString).deletingLastPathComponent as NSString)
+            .appendingPathComponent(".bkfleet/runs")
+        var path = (base as NSString).appendingPathComponent(formatter.string(from: now))
+        var suffix = 1
+        while FileManager.default.fileExists(atPath: path) {
+            suffix += 1
+            path = (base as NSString).appendingPathComponent(
+                formatter.string(from: now) + "-\(suffix)")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: path,
+                                                    withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw SetupError.runDirectory(path: path, underlying: "\(error)")
+        }
+        return path
+    }
+}

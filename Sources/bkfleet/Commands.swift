@@ -1,0 +1,182 @@
+// The commands: each parses its words, loads the inventory, calls the library and
+// prints. No fleet logic here beyond choosing what to print and which exit code.
+import BKFleet
+import Foundation
+
+/// INVENTORY argument, else $BKFLEET_INVENTORY, else ./inventory.toml.
+func inventoryPath(_ arguments: Arguments) throws -> String {
+    if arguments.positional.count > 1 {
+        throw UsageError(description: "expected one inventory, got "
+                         + arguments.positional.joined(separator: " "))
+    }
+    if let given = arguments.positional.first { return given }
+    if let fromEnv = ProcessInfo.processInfo.environment["BKFLEET_INVENTORY"],
+       !fromEnv.isEmpty { return fromEnv }
+    return "inventory.toml"
+}
+
+func useColor(_ arguments: Arguments) -> Bool {
+    !arguments.flags.contains("no-color")
+        && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+        && isatty(STDOUT_FILENO) == 1
+}
+
+/// Hosts whose name matches one of the comma-separated names or globs.
+func selectHosts(_ hosts: [BKFleet.Host], on selection: String?) throws -> [BKFleet.Host] {
+    guard let selection else { return hosts }
+    let patterns = selection.split(separator: ",").map(String.init)
+    let chosen = hosts.filter { host in
+        patterns.contains { fnmatch($0, host.name, 0) == 0 }
+    }
+    if chosen.isEmpty {
+        throw UsageError(description: "--on '\(selection)' matches no host in the inventory")
+    }
+    return chosen
+}
+
+enum ApplyCommand {
+    enum Mode { case apply, plan }
+
+    static func run(_ words: [String], mode: Mode) throws -> ExitCode {
+        let name = mode == .apply ? "apply" : "plan"
+        let arguments = try Arguments.parse(
+            words, command: name,
+            flags: ["dry-run", "accept-new-host-keys", "verbose", "no-color",
+                    "detailed-exitcode"],
+            options: ["parallel", "on"])
+        if arguments.flags.contains("help") {
+            print(mode == .apply ? Help.apply : Help.plan)
+            return .success
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let inventory = try InventoryLoader.load(path: try inventoryPath(arguments),
+                                                 environment: environment)
+        let hosts = try selectHosts(inventory.hosts, on: arguments.options["on"])
+        var options = RunOptions()
+        options.dryRun = mode == .plan || arguments.flags.contains("dry-run")
+        options.acceptNewHostKeys = arguments.flags.contains("accept-new-host-keys")
+        options.parallel = try arguments.int("parallel", atLeast: 1)
+
+        let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
+        let secrets = try RunSetup.readSecrets(for: hosts, inventory: inventory)
+        let context = RunContext(
+            inventory: inventory, renderer: renderer, secrets: secrets,
+            identity: try RunSetup.identity(for: inventory), options: options,
+            registrations: try RunSetup.registrations(for: inventory),
+            events: LineEventSink(verbose: arguments.flags.contains("verbose")) { print($0) },
+            runDirectory: try RunSetup.runDirectory(for: inventory))
+
+        let reports = FleetRunner.run(hosts: hosts, context: context)
+        let color = useColor(arguments)
+        if options.dryRun {
+            return printPlan(reports, hosts: hosts, inventory: inventory, color: color,
+                             detailed: arguments.flags.contains("detailed-exitcode"))
+        }
+        return printApply(reports, hosts: hosts, context: context, color: color)
+    }
+
+    static func printPlan(_ reports: [HostReport], hosts: [BKFleet.Host], inventory: Inventory,
+                          color: Bool, detailed: Bool) -> ExitCode {
+        let printer = PlanPrinter(color: color, moduleDir: inventory.defaults.moduleDir)
+        let addresses = Dictionary(uniqueKeysWithValues: hosts.map { ($0.name, $0.address) })
+        for report in reports {
+            let lines = printer.lines(for: report, address: addresses[report.host] ?? "")
+            if !lines.isEmpty { print(lines.joined(separator: "\n") + "\n") }
+            if case .failed(let step, let message) = report.outcome {
+                print("\(report.host): cannot plan (\(step.rawValue)): \(message)\n")
+            }
+        }
+        print(PlanPrinter.summary(reports))
+        if reports.contains(where: { $0.outcome.isFailure }) { return .hostsFailed }
+        let pending = reports.contains { $0.plan.map { !$0.isEmpty } ?? false }
+        return detailed && pending ? .changesPending : .success
+    }
+
+    static func printApply(_ reports: [HostReport], hosts: [BKFleet.Host], context: RunContext,
+                           color: Bool) -> ExitCode {
+        func paint(_ text: String, _ code: String) -> String {
+            color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text
+        }
+        let width = reports.map(\.host.count).max() ?? 0
+        for report in reports {
+            let name = report.host.padding(toLength: width, withPad: " ", startingAt: 0)
+            let time = String(format: "%.1fs", report.seconds)
+            switch report.outcome {
+            case .unchanged:
+                print("\(paint("ok", "32"))      \(name)  unchanged, "
+                      + "\(report.agents.filter(\.ok).count) agent(s) verified  (\(time))")
+            case .changed:
+                let plan = report.plan ?? HostPlan()
+                var what: [String] = []
+                if !plan.modules.isEmpty { what.append("\(plan.modules.count) module file(s)") }
+                if !plan.secrets.isEmpty { what.append("\(plan.secrets.count) secret(s)") }
+                if !plan.ownership.isEmpty { what.append("\(plan.ownership.count) owner fix(es)") }
+                if report.rebuilt { what.append("rebuilt") }
+                print("\(paint("changed", "33")) \(name)  \(what.joined(separator: ", ")); "
+                      + "\(report.agents.filter(\.ok).count) agent(s) verified  (\(time))")
+            case .failed(let step, let message):
+                print("\(paint("FAILED", "31"))  \(name)  at \(step.rawValue): "
+                      + message.replacingOccurrences(of: "\n", with: "\n" + String(
+                        repeating: " ", count: width + 10)))
+            }
+            for agent in report.agents {
+                print("        \(String(repeating: " ", count: width))  "
+                      + "\(agent.ok ? "✓" : "✗") \(agent.agent): \(agent.detail)")
+            }
+        }
+        let failed = reports.filter { $0.outcome.isFailure }.count
+        let changed = reports.filter { if case .changed = $0.outcome { return true }; return false }
+        print("\nApply: \(reports.count) host(s), \(changed.count) changed, "
+              + "\(reports.count - changed.count - failed) unchanged, \(failed) failed. "
+              + "Logs: \(context.runDirectory)")
+        return failed > 0 ? .hostsFailed : .success
+    }
+}
+
+enum CheckCommand {
+    static func run(_ words: [String]) throws -> ExitCode {
+        let arguments = try Arguments.parse(words, command: "check", flags: [], options: [])
+        if arguments.flags.contains("help") {
+            print(Help.check)
+            return .success
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let inventory = try InventoryLoader.load(path: try inventoryPath(arguments),
+                                                 environment: environment)
+        let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
+        var files = 0
+        for host in inventory.hosts {
+            files += try renderer.render(host: host, inventory: inventory).files.count
+        }
+        print("\(inventory.path): OK: \(inventory.hosts.count) host(s), "
+              + "\(inventory.agents.count) agent profile(s), \(files) module file(s) rendered.")
+        return .success
+    }
+}
+
+enum RenderCommand {
+    static func run(_ words: [String]) throws -> ExitCode {
+        let arguments = try Arguments.parse(words, command: "render", flags: [],
+                                            options: ["host"])
+        if arguments.flags.contains("help") {
+            print(Help.render)
+            return .success
+        }
+        guard let name = arguments.options["host"] else {
+            throw UsageError(description: "render needs --host NAME")
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let inventory = try InventoryLoader.load(path: try inventoryPath(arguments),
+                                                 environment: environment)
+        guard let host = inventory.hosts.first(where: { $0.name == name }) else {
+            throw UsageError(description: "no host '\(name)' in \(inventory.path)")
+        }
+        let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
+        let modules = try renderer.render(host: host, inventory: inventory)
+        for file in modules.files.keys.sorted() {
+            print("# \(inventory.defaults.moduleDir)/\(file)")
+            print(modules.files[file]!)
+        }
+        return .success
+    }
+}
