@@ -1,0 +1,209 @@
+// Fetches a secret's value on the machine running bkfleet: from a file, an environment
+// variable or a command's standard output, with trailing newlines removed. Errors name
+// the secret and its source (path, variable, command), never the value; nothing here
+// keeps, logs or sends the value.
+import Foundation
+
+/// Which secret is being read, for messages: `token 'default'`, `SSH key 'deploy'`.
+public enum SecretRole: Hashable, Sendable, CustomStringConvertible {
+    case token(String)
+    case sshKey(String)
+    case apiToken
+    case identityPassphrase
+
+    public var description: String {
+        switch self {
+        case .token(let name): return "token '\(name)'"
+        case .sshKey(let name): return "SSH key '\(name)'"
+        case .apiToken: return "the Buildkite API token"
+        case .identityPassphrase: return "the identity passphrase"
+        }
+    }
+
+    /// Where the source is written, for "fix ... in ..." hints.
+    var section: String {
+        switch self {
+        case .token(let name): return "[tokens.\(name)]"
+        case .sshKey(let name): return "[ssh_keys.\(name)]"
+        case .apiToken: return "api_token in [buildkite]"
+        case .identityPassphrase: return "identity_passphrase in [defaults]"
+        }
+    }
+}
+
+public struct SecretError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var role: SecretRole
+    /// Full sentence naming the secret, the source and what to do.
+    public var message: String
+
+    public var description: String { message }
+}
+
+public struct SecretReader: Sendable {
+    /// Secrets bigger than this are refused: tokens and keys are a few KiB at most, and
+    /// a mistaken `file = "/dev/zero"` must not fill memory.
+    public static let maximumSize = 1 << 20
+
+    public var environment: [String: String]
+    /// Seconds a `command` source may run before it is stopped.
+    public var commandTimeout: Double
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment,
+                commandTimeout: Double = 60) {
+        self.environment = environment
+        self.commandTimeout = commandTimeout
+    }
+
+    /// The secret's bytes, trailing `\n` and `\r\n` removed. Throws `SecretError` when
+    /// the source cannot be read or gives an empty value.
+    public func resolve(_ source: SecretSource, role: SecretRole) throws -> [UInt8] {
+        let (raw, origin) = try fetch(source, role: role)
+        let value = Self.trimmingTrailingNewlines(raw)
+        if value.isEmpty {
+            throw SecretError(role: role, message: "\(role) from \(origin) is empty; put the "
+                + "secret there or change \(role.section)")
+        }
+        return value
+    }
+
+    /// Removes every trailing `\n` (and the `\r` of each `\r\n`); other bytes stay.
+    public static func trimmingTrailingNewlines(_ bytes: [UInt8]) -> [UInt8] {
+        var end = bytes.count
+        while end > 0, bytes[end - 1] == 0x0A {
+            end -= 1
+            if end > 0, bytes[end - 1] == 0x0D { end -= 1 }
+        }
+        return Array(bytes[..<end])
+    }
+
+    // MARK: Sources
+
+    private func fetch(_ source: SecretSource,
+                       role: SecretRole) throws -> (bytes: [UInt8], origin: String) {
+        switch source {
+        case .file(let path):
+            return (try readFile(path, role: role), "file \(path)")
+        case .environment(let name):
+            guard let value = environment[name] else {
+                throw SecretError(role: role, message: "\(role): environment variable \(name) "
+                    + "is not set; export it before running bkfleet or change \(role.section)")
+            }
+            return (Array(value.utf8), "environment variable \(name)")
+        case .command(let command):
+            return (try run(command, role: role), "command `\(command)`")
+        }
+    }
+
+    private func readFile(_ path: String, role: SecretRole) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let reason = String(cString: strerror(errno))
+            throw SecretError(role: role, message: "\(role): cannot read file \(path) "
+                + "(\(reason)); create it or fix file = in \(role.section)")
+        }
+        defer { close(fd) }
+        var info = stat()
+        if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+            throw SecretError(role: role, message: "\(role): \(path) is a directory; point "
+                + "file = in \(role.section) at the file holding the secret")
+        }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                let reason = String(cString: strerror(errno))
+                throw SecretError(role: role, message: "\(role): cannot read file \(path) "
+                    + "(\(reason)); check its permissions")
+            }
+            if count == 0 { break }
+            bytes += chunk[..<count]
+            if bytes.count > Self.maximumSize {
+                throw SecretError(role: role, message: "\(role): file \(path) is larger than "
+                    + "1 MiB, far more than a token or key; check file = in \(role.section)")
+            }
+        }
+        return bytes
+    }
+
+    /// Runs `/bin/sh -c command` with stdin from /dev/null and captures stdout. The
+    /// command's stderr is shown (last line) only when it fails, never its stdout.
+    private func run(_ command: String, role: SecretRole) throws -> [UInt8] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        process.environment = environment
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = output
+        process.standardError = errors
+        do {
+            try process.run()
+        } catch {
+            throw SecretError(role: role, message: "\(role): cannot start /bin/sh for command "
+                + "`\(command)` (\(error.localizedDescription))")
+        }
+
+        // Read stderr on another thread so a chatty command cannot block on a full pipe.
+        let stderrBox = ByteBox()
+        let stderrDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            stderrBox.bytes = errors.fileHandleForReading.readDataToEndOfFile()
+            stderrDone.signal()
+        }
+        // LIMITATION: a timeout stops the shell, but a grandchild that keeps stdout open
+        // still holds the read below until it exits.
+        let timer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + commandTimeout, execute: timer)
+
+        var bytes: [UInt8] = []
+        let reader = output.fileHandleForReading
+        var tooLarge = false
+        while true {
+            let data = reader.availableData
+            if data.isEmpty { break }
+            if !tooLarge { bytes += data }
+            if bytes.count > Self.maximumSize {
+                tooLarge = true
+                bytes = []
+            }
+        }
+        process.waitUntilExit()
+        timer.cancel()
+        stderrDone.wait()
+
+        if process.terminationReason == .uncaughtSignal {
+            throw SecretError(role: role, message: "\(role): command `\(command)` was stopped "
+                + "(signal \(process.terminationStatus); it may have run longer than "
+                + "\(Int(commandTimeout)) s); make it finish without waiting for input")
+        }
+        if process.terminationStatus != 0 {
+            let said = Self.lastLine(stderrBox.bytes).map { ": \($0)" } ?? ""
+            throw SecretError(role: role, message: "\(role): command `\(command)` exited with "
+                + "status \(process.terminationStatus)\(said); run it by hand to see why, or "
+                + "change \(role.section)")
+        }
+        if tooLarge {
+            throw SecretError(role: role, message: "\(role): command `\(command)` printed more "
+                + "than 1 MiB, far more than a token or key; check \(role.section)")
+        }
+        return bytes
+    }
+
+    private static func lastLine(_ data: Data) -> String? {
+        let text = String(decoding: data, as: UTF8.self)
+        let line = text.split(whereSeparator: \.isNewline).last.map(String.init)
+        guard let line = line?.trimmingCharacters(in: .whitespaces), !line.isEmpty else {
+            return nil
+        }
+        return String(line.unicodeScalars.filter { !Names.isControl($0) }.prefix(200)
+            .map(Character.init))
+    }
+}
+
+/// Holds what the stderr thread read; the semaphore orders the write before the read.
+private final class ByteBox: @unchecked Sendable {
+    var bytes = Data()
+}
