@@ -14,7 +14,7 @@ struct Arguments {
     var positional: [String] = []
 
     /// Parses `words` for a command that knows `flags` and `options` (names without
-    /// dashes). `-h` is `--help`.
+    /// dashes). `-h` is `--help`; `-v` is `--verbose` where the command has it.
     static func parse(_ words: [String], command: String, flags: Set<String>,
                       options: Set<String>) throws -> Arguments {
         var parsed = Arguments()
@@ -26,6 +26,10 @@ struct Arguments {
             }
             if word == "-h" || word == "--help" {
                 parsed.flags.insert("help")
+                continue
+            }
+            if word == "-v" && flags.contains("verbose") {
+                parsed.flags.insert("verbose")
                 continue
             }
             guard word.hasPrefix("--") else {

@@ -72,10 +72,12 @@ tmp=
 trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
 trap 'exit 1' HUP INT TERM PIPE
 inside() {
-  case $1 in *..*) return 1;; "$mdir"/*|"$sdir"|"$sdir"/*) return 0;; *) return 1;; esac
+  case $1 in *..*) return 1;; "$mdir"|"$mdir"/*|"$sdir"|"$sdir"/*) return 0;; *) return 1;; esac
 }
 for d in "$mdir" "$sdir"; do
   [ -d "$d" ] && find "$d" -maxdepth 2 -name '.*.bkfleet-tmp.*' -type f -delete
+  # Parents of the managed folders are ordinary system folders: world-traversable.
+  (umask 022 && mkdir -p "${d%/*}") || exit 1
 done
 while IFS=' ' read -r op path owner group mode len; do
   [ "$op" = end ] && { echo ok; exit 0; }

@@ -8,8 +8,8 @@ public struct Templates: Sendable {
     public var index: String
 
     /// Where the templates live, in order: `$BKFLEET_TEMPLATES`; `share/bkfleet/templates`
-    /// beside an installed binary's `bin/`; the `templates/` folder of the source tree the
-    /// binary was built in (found by walking up from the executable).
+    /// beside an installed binary's `bin/`; a `templates/` folder above the executable
+    /// (a build inside the source tree); the source tree this file was compiled from.
     public static func locate(environment: [String: String]) throws -> Templates {
         var candidates: [String] = []
         if let dir = environment["BKFLEET_TEMPLATES"], !dir.isEmpty { candidates.append(dir) }
@@ -22,6 +22,11 @@ public struct Templates: Sendable {
             candidates.append(dir.appendingPathComponent("templates").path)
             dir = dir.deletingLastPathComponent()
         }
+        candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("templates").path)
+        var seen = Set<String>()
+        candidates = candidates.filter { seen.insert($0).inserted }
         for candidate in candidates {
             if let templates = try? load(directory: candidate) { return templates }
         }

@@ -174,7 +174,6 @@ final class HostRun {
                       state: HostState) throws {
         var ops = PushBatch()
         let dirs = inventory.defaults
-        ops.dir("/var/lib/bkfleet", FileOwnership(owner: "root", group: "root", mode: "755"))
         ops.dir(dirs.secretDir, Planner.secretRootOwnership)
         for name in desired.agents.keys.sorted() {
             let agent = desired.agents[name]!.profile
@@ -275,8 +274,8 @@ final class HostRun {
     private func verifyOnce(desired: DesiredState, state: HostState) -> [AgentResult] {
         desired.agents.keys.sorted().map { name in
             let agent = desired.agents[name]!
-            return judge(agent, found: state.agents[name] ?? AgentOnHost(), state: state,
-                         final: true).result
+            return judge(agent, found: state.agents[name] ?? AgentOnHost(),
+                         hostname: state.hostname, final: true).result
         }
     }
 
@@ -307,7 +306,8 @@ final class HostRun {
                     steadySince[name] = nil
                 }
                 let settled = steadySince[name].map { Date().timeIntervalSince($0) >= 2 } ?? false
-                let verdict = judge(desired.agents[name]!, found: found, state: now,
+                let verdict = judge(desired.agents[name]!, found: found,
+                                    hostname: before.hostname,
                                     final: Date() >= deadline, settled: settled)
                 if verdict.pending { pending = true }
                 results.append(verdict.result)
@@ -324,7 +324,7 @@ final class HostRun {
     }
 
     /// One agent against the three promises: running and settled, confined, registered.
-    private func judge(_ agent: DesiredAgent, found: AgentOnHost, state: HostState,
+    private func judge(_ agent: DesiredAgent, found: AgentOnHost, hostname: String,
                        final: Bool, settled: Bool = true) -> Verdict {
         let name = agent.profile.name
         let fingerprint = agent.secrets[.token]?.fingerprint
@@ -353,7 +353,7 @@ final class HostRun {
                 return result(false, "token \(token) is not bound into the confinement")
             }
         }
-        let expected = expectedName(agent.profile, hostname: state.hostname)
+        let expected = expectedName(agent.profile, hostname: hostname)
         switch context.registrations {
         case .agentLog:
             let marker = "Successfully registered agent \"\(expected)\""
@@ -366,7 +366,7 @@ final class HostRun {
             do {
                 let agents = try board.agents(fetchedAfter: Date().addingTimeInterval(-0.5))
                 guard RegistrationMatch.find(in: agents, name: expected,
-                                             hostname: state.hostname,
+                                             hostname: hostname,
                                              startedAfter: startedAt, skew: 5) != nil else {
                     return result(false, "Buildkite lists no connected agent \"\(expected)\" "
                                   + "registered since the unit started", pending: true)
