@@ -42,19 +42,38 @@ enum ApplyCommand {
         let arguments = try Arguments.parse(
             words, command: name,
             flags: ["dry-run", "accept-new-host-keys", "verbose", "no-color",
-                    "detailed-exitcode"],
-            options: ["parallel", "on"])
+                    "detailed-exitcode", "json", "deep"],
+            options: ["parallel", "on", "out"])
         if arguments.flags.contains("help") {
             print(mode == .apply ? Help.apply : Help.plan)
             return .success
         }
         let environment = ProcessInfo.processInfo.environment
-        let inventory = try InventoryLoader.load(path: try inventoryPath(arguments),
-                                                 environment: environment)
-        let hosts = try selectHosts(inventory.hosts, on: arguments.options["on"])
         var options = RunOptions()
+        let given = try inventoryPath(arguments)
+        // An apply of a saved plan: the file holds the plan, which names its inventory.
+        let saved = mode == .apply ? FileManager.default.contents(atPath: given)
+            .flatMap(SavedPlan.decode) : nil
+        let inventory = try InventoryLoader.load(path: saved?.inventoryPath ?? given,
+                                                 environment: environment)
+        var hosts = try selectHosts(inventory.hosts, on: arguments.options["on"])
+        if let saved {
+            guard saved.inventorySHA256 == inventory.contentHash else {
+                throw UsageError(description: "\(inventory.path) changed since the plan "
+                                 + "\(given) was made (\(saved.createdAt)); nothing was "
+                                 + "changed. Make a new plan and review it.")
+            }
+            options.approved = Dictionary(saved.hosts.map { ($0.name, $0) },
+                                          uniquingKeysWith: { first, _ in first })
+            hosts = hosts.filter { options.approved?[$0.name] != nil }
+            print("Applying the plan \(given) made \(saved.createdAt): \(saved.summary)")
+        }
         options.dryRun = mode == .plan || arguments.flags.contains("dry-run")
         options.acceptNewHostKeys = arguments.flags.contains("accept-new-host-keys")
+        options.deep = arguments.flags.contains("deep")
+        if options.deep && !options.dryRun {
+            throw UsageError(description: "--deep goes with plan or apply --dry-run")
+        }
         options.parallel = try arguments.int("parallel", atLeast: 1)
 
         let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
@@ -69,8 +88,26 @@ enum ApplyCommand {
         let reports = FleetRunner.run(hosts: hosts, context: context)
         let color = useColor(arguments)
         if options.dryRun {
-            return printPlan(reports, hosts: hosts, inventory: inventory, color: color,
-                             detailed: arguments.flags.contains("detailed-exitcode"))
+            let addresses = Dictionary(hosts.map { ($0.name, $0.address) },
+                                       uniquingKeysWith: { first, _ in first })
+            let document = SavedPlan(inventory: inventory, reports: reports,
+                                     addresses: addresses)
+            if let out = arguments.options["out"] {
+                let data = try document.encoded()
+                guard FileManager.default.createFile(atPath: out, contents: data,
+                                                     attributes: [.posixPermissions: 0o600])
+                else { throw UsageError(description: "cannot write the plan to \(out)") }
+            }
+            if arguments.flags.contains("json") {
+                print(String(decoding: try document.encoded(), as: UTF8.self))
+                return planExitCode(reports, detailed: arguments.flags.contains("detailed-exitcode"))
+            }
+            let code = printPlan(reports, hosts: hosts, inventory: inventory, color: color,
+                                 detailed: arguments.flags.contains("detailed-exitcode"))
+            if let out = arguments.options["out"] {
+                print("Saved the plan to \(out); apply exactly it with: bkfleet apply \(out)")
+            }
+            return code
         }
         return printApply(reports, hosts: hosts, context: context, color: color)
     }
@@ -87,6 +124,10 @@ enum ApplyCommand {
             }
         }
         print(PlanPrinter.summary(reports))
+        return planExitCode(reports, detailed: detailed)
+    }
+
+    static func planExitCode(_ reports: [HostReport], detailed: Bool) -> ExitCode {
         if reports.contains(where: { $0.outcome.isFailure }) { return .hostsFailed }
         let pending = reports.contains { $0.plan.map { !$0.isEmpty } ?? false }
         return detailed && pending ? .changesPending : .success

@@ -13,7 +13,7 @@ enum Help {
     }
 
     static let apply = """
-        Usage: bkfleet apply [INVENTORY] [OPTIONS]
+        Usage: bkfleet apply [INVENTORY | PLAN-FILE] [OPTIONS]
 
         Makes every host run exactly the agents the inventory gives it: pushes each
         agent's token and SSH key (owner the agent's user, mode 0400), writes one NixOS
@@ -30,9 +30,14 @@ enum Help {
           --verbose, -v             print each step as it happens
           --no-color                plain output even on a terminal
 
+        Given a plan saved with 'bkfleet plan --out FILE', applies exactly that plan:
+        a host whose state, or whose rendered modules or secrets, changed since is
+        refused with what drifted; an inventory changed since refuses the whole plan.
+
         Examples:
           bkfleet apply inventory/demo.toml
           bkfleet apply --on 'builder-0*' --parallel 10
+          bkfleet plan --out reviewed.json && bkfleet apply reviewed.json
         """
 
     static let plan = """
@@ -45,6 +50,14 @@ enum Help {
         Options:
           --detailed-exitcode       exit 0 when nothing would change, 2 when changes are
                                     pending, 1 on errors
+          --out FILE                also save the plan (no secret values) for
+                                    'bkfleet apply FILE'
+          --json                    print the plan as one JSON document
+                                    (docs/plan-format.md)
+          --deep                    also stage the new modules in a temporary copy of
+                                    /etc/nixos on each changing host and show what
+                                    'nixos-rebuild dry-activate' says; the copy is
+                                    removed afterwards
           --accept-new-host-keys, --parallel N, --on SELECTION, --no-color: as for apply
 
         Example:

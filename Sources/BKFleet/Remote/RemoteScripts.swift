@@ -104,6 +104,32 @@ echo "input ended before 'end'" >&2
 exit 1
 """#
 
+    /// `plan --deep`: copies /etc/nixos to a private temporary folder, applies the planned
+    /// module changes there (standard input: `write NAME LENGTH` + bytes, `rm NAME`,
+    /// `end`; NAME inside the module folder), runs `nixos-rebuild dry-activate` against
+    /// the copy, and removes the copy whatever happens. The live configuration, the
+    /// generations and the units are never touched. Argument: the module folder's path
+    /// relative to /etc/nixos.
+    static let deepDryRun = #"""
+set -u
+rel=$1
+stage=$(mktemp -d /tmp/bkfleet-deep.XXXXXX) || exit 1
+trap 'rm -rf "$stage"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+cp -a /etc/nixos/. "$stage/" || exit 1
+mkdir -p "$stage/$rel"
+while IFS=' ' read -r op name len; do
+  case $name in */*|..|.) echo "bad module name $name" >&2; exit 2;; esac
+  case $op in
+    end) break ;;
+    write) head -c "$len" > "$stage/$rel/$name" ;;
+    rm) rm -f "$stage/$rel/$name" ;;
+    *) echo "unknown operation $op" >&2; exit 2 ;;
+  esac
+done
+nixos-rebuild dry-activate -I "nixos-config=$stage/configuration.nix" 2>&1
+"""#
+
     /// Reports the agents' units and registration log lines since each unit's start, for
     /// verification after a change. Arguments: agent names.
     static let unitState = #"""

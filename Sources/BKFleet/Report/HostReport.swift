@@ -32,8 +32,12 @@ public struct HostReport: Sendable {
     public var host: String
     public var outcome: HostOutcome
     public var plan: HostPlan?
+    /// The host's state when it was planned, for saved plans and drift checks.
+    public var snapshot: HostSnapshot?
     public var agents: [AgentResult] = []
     public var rebuilt = false
+    /// `plan --deep`: what `nixos-rebuild dry-activate` said about the staged modules.
+    public var deepOutput: String?
     public var seconds: Double = 0
     /// The host's log file for this run, if anything was logged.
     public var logPath: String?

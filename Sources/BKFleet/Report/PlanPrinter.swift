@@ -60,6 +60,10 @@ public struct PlanPrinter {
                        + " (secrets go to root until the switch creates them)")
         }
         out.append(plan.needsRebuild ? "    rebuild: yes" : "    rebuild: no")
+        if let deep = report.deepOutput {
+            out.append("    NixOS says (dry-activate of the staged modules):")
+            out += deep.split(separator: "\n").map { "      " + $0 }
+        }
         return out
     }
 

@@ -49,11 +49,16 @@ final class HostRun {
         let plan = Planner.plan(desired: desired, state: state,
                                 secretDir: inventory.defaults.secretDir)
         report.plan = plan
+        report.snapshot = HostSnapshot(state)
+        try checkApproved(report)
         log.write("plan: \(plan.modules.count) module, \(plan.secrets.count) secret, "
                   + "\(plan.ownership.count) ownership, \(plan.units.count) unit changes")
 
         if context.options.dryRun {
             report.outcome = plan.isEmpty ? .unchanged : .changed
+            if context.options.deep && plan.needsRebuild {
+                report.deepOutput = try deepDryRun(session, plan: plan)
+            }
             return
         }
         if plan.isEmpty {
@@ -169,6 +174,22 @@ final class HostRun {
         }
     }
 
+    /// With a saved plan, the host must plan now exactly as it did then.
+    private func checkApproved(_ report: HostReport) throws {
+        guard let approved = context.options.approved else { return }
+        guard let then = approved[host.name], then.error == nil else {
+            throw HostFailure(.plan, "not in the saved plan (or it could not be read when "
+                              + "the plan was made); make a new plan")
+        }
+        let differences = then.differences(from: SavedHostPlan(report: report,
+                                                               address: host.address))
+        if !differences.isEmpty {
+            throw HostFailure(.plan, "refused: the host drifted since the plan was made ("
+                              + differences.joined(separator: "; ")
+                              + "); nothing was changed. Make a new plan and review it.")
+        }
+    }
+
     /// Writes secrets and modules in one round trip, secret bytes on standard input.
     private func push(_ session: SSHSession, plan: HostPlan, desired: DesiredState,
                       state: HostState) throws {
@@ -210,6 +231,42 @@ final class HostRun {
                              message: "\(written) secret(s), \(plan.modules.count) module file(s)")
         _ = try remote(session, .push, script: RemoteScripts.push, name: "bkfleet-push",
                        arguments: [dirs.moduleDir, dirs.secretDir], stdin: ops.payload())
+    }
+
+    /// Stages the planned modules in a temporary copy of /etc/nixos and asks NixOS what
+    /// it would start, stop and restart. Module text only: no secret is sent.
+    private func deepDryRun(_ session: SSHSession, plan: HostPlan) throws -> String {
+        let moduleDir = inventory.defaults.moduleDir
+        guard moduleDir.hasPrefix("/etc/nixos/") else {
+            throw HostFailure(.plan, "--deep stages /etc/nixos, but module_dir \(moduleDir) "
+                              + "is outside it")
+        }
+        var input: [UInt8] = []
+        for change in plan.modules {
+            if let text = change.new {
+                input += Array("write \(change.file) \(text.utf8.count)\n".utf8) + Array(text.utf8)
+            } else {
+                input += Array("rm \(change.file) 0\n".utf8)
+            }
+        }
+        input += Array("end\n".utf8)
+        context.events.event(host: host.name, step: .plan,
+                             message: "nixos-rebuild dry-activate on staged modules")
+        let command = Shell.command(script: RemoteScripts.deepDryRun, name: "bkfleet-deep",
+                                    arguments: [String(moduleDir.dropFirst("/etc/nixos/".count))],
+                                    sudo: host.user != "root")
+        let result = try step(.plan) {
+            try session.run(command, stdin: input, timeout: inventory.defaults.rebuildTimeout)
+        }
+        let output = context.scrub(result.stdoutText + result.stderrText)
+        log.write("dry-activate of the staged modules:\n\(output)")
+        if result.exitStatus != 0 {
+            throw HostFailure(.plan, "nixos-rebuild dry-activate of the planned modules "
+                              + "failed (status \(result.exitStatus)):\n    "
+                              + output.split(separator: "\n").suffix(15)
+                                .joined(separator: "\n    "))
+        }
+        return output
     }
 
     private func rebuild(_ session: SSHSession) throws {

@@ -11,6 +11,12 @@ public struct RunOptions: Sendable {
     public var acceptNewHostKeys = false
     /// Hosts in flight at once; nil takes the inventory's `parallel`.
     public var parallel: Int?
+    /// With `dryRun`: also ask NixOS what it would do with the planned modules, staged in
+    /// a temporary copy of /etc/nixos (`plan --deep`).
+    public var deep = false
+    /// Applying a saved plan: each host must still plan exactly as approved, or it is
+    /// refused with what drifted.
+    public var approved: [String: SavedHostPlan]?
 
     public init() {}
 }
