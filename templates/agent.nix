@@ -18,7 +18,7 @@ in
     extraConfig = @extraConfig@;
     hooks = @hooks@;
     package = @package@;
-  } // (if @displayName@ == null then { } else { name = @displayName@; });
+@nameSetting@  };
 
   systemd.services = if !confined then { } else {
     @unitAttr@ = {

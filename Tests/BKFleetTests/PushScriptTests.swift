@@ -103,7 +103,7 @@ final class PushScriptTests: XCTestCase {
     func test_stale_temporary_files_from_a_killed_run_are_removed() throws {
         try FileManager.default.createDirectory(atPath: secrets + "/a",
                                                 withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: secrets + "/a/.token.bkfleet-tmp.abc123",
+        _ = FileManager.default.createFile(atPath: secrets + "/a/.token.bkfleet-tmp.abc123",
                                        contents: Data("partial".utf8))
         XCTAssertEqual(try push(Array("end\n".utf8)).0, 0)
         XCTAssertEqual(leftovers(), [])

@@ -12,6 +12,11 @@ struct CommandResult {
     var all: String { out + err }
 }
 
+/// Holds what a reader thread collected; read only after the thread is done.
+final class DataBox: @unchecked Sendable {
+    var data = Data()
+}
+
 enum FleetHarness {
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().path
@@ -57,15 +62,16 @@ enum FleetHarness {
         if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
         try? input.fileHandleForWriting.close()
         // Read both pipes at once so neither fills up and blocks the child.
-        var errData = Data()
+        let errBox = DataBox()
         let group = DispatchGroup()
         group.enter()
         DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
+            errBox.data = err.fileHandleForReading.readDataToEndOfFile()
             group.leave()
         }
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
+        let errData = errBox.data
         process.waitUntilExit()
         return CommandResult(status: process.terminationStatus,
                              out: String(decoding: outData, as: UTF8.self),

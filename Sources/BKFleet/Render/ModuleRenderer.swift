@@ -46,9 +46,13 @@ public struct ModuleRenderer: Sendable {
             "extraConfig": .string(agent.extraConfig),
             "hooks": .attrs(agent.hooks.mapValues { .string($0) }),
             "package": .package(agent.package),
-            "displayName": agent.displayName.map { .string($0) } ?? .null,
         ]
         var filled = values.mapValues(NixLiteral.render)
+        // The agent's name in Buildkite: set only when the inventory gives one, so
+        // NixOS's own default (`%hostname-<agent>-%n`) applies otherwise.
+        filled["nameSetting"] = agent.displayName.map {
+            "    name = \(NixLiteral.render(.string($0)));\n"
+        } ?? ""
         filled["agent"] = agent.name
         filled["agentAttr"] = NixLiteral.attributeName(agent.name)
         filled["unitAttr"] = NixLiteral.attributeName(agent.unitName)

@@ -18,7 +18,7 @@ struct HostLog {
             try? FileManager.default.createDirectory(atPath: directory,
                                                      withIntermediateDirectories: true,
                                                      attributes: [.posixPermissions: 0o700])
-            FileManager.default.createFile(atPath: file, contents: nil,
+            _ = FileManager.default.createFile(atPath: file, contents: nil,
                                            attributes: [.posixPermissions: 0o600])
             path = file
         }

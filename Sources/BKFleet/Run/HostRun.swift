@@ -24,13 +24,13 @@ final class HostRun {
         } catch let failure as HostFailure {
             report.outcome = .failed(step: failure.step, message: context.scrub(failure.message))
             log.write("FAILED at \(failure.step.rawValue): \(context.scrub(failure.message))")
-            context.events.event(host: host.name, step: failure.step,
-                                 message: "failed: \(context.scrub(failure.message))")
         } catch {
             report.outcome = .failed(step: .done, message: context.scrub("\(error)"))
         }
         report.seconds = Date().timeIntervalSince(started)
         report.logPath = log.path
+        // The sink reports the failure (or the success) from the finished report.
+        context.events.finished(report)
         return report
     }
 
@@ -51,9 +51,6 @@ final class HostRun {
         report.plan = plan
         report.snapshot = HostSnapshot(state)
         try checkApproved(report)
-        log.write("plan: \(plan.modules.count) module, \(plan.secrets.count) secret, "
-                  + "\(plan.ownership.count) ownership, \(plan.units.count) unit changes")
-
         if context.options.dryRun {
             report.outcome = plan.isEmpty ? .unchanged : .changed
             if context.options.deep && plan.needsRebuild {
@@ -89,9 +86,14 @@ final class HostRun {
         let defaults = inventory.defaults
         context.events.event(host: host.name, step: .connect,
                              message: "connecting to \(endpoint.addressAndPort)")
-        let session = try step(.connect) {
-            try SSHSession.connect(to: endpoint, timeout: defaults.connectTimeout,
-                                   keepaliveSeconds: 15)
+        let session: SSHSession
+        do {
+            session = try SSHSession.connect(to: endpoint, timeout: defaults.connectTimeout,
+                                             keepaliveSeconds: 15)
+        } catch {
+            throw HostFailure(.connect, "\(error); check the host's address and port in "
+                              + "the inventory and that sshd runs there (waited up to "
+                              + "\(Int(defaults.connectTimeout)) s, connect_timeout)")
         }
         do {
             try checkHostKey(session)
@@ -411,29 +413,35 @@ final class HostRun {
             }
         }
         let expected = expectedName(agent.profile, hostname: hostname)
+        var tags = ""
         switch context.registrations {
         case .agentLog:
             let marker = "Successfully registered agent \"\(expected)\""
-            guard found.logLines.contains(where: { $0.contains(marker) }) else {
+            guard let line = found.logLines.last(where: { $0.contains(marker) }) else {
                 return result(false, "no registration as \"\(expected)\" logged since the unit "
                               + "started", pending: true)
+            }
+            if let range = line.range(of: " with tags [") {
+                tags = " with tags [" + line[range.upperBound...]
             }
         case .api(let board):
             let startedAt = Date(timeIntervalSince1970: TimeInterval(unit.startedAt ?? 0))
             do {
                 let agents = try board.agents(fetchedAfter: Date().addingTimeInterval(-0.5))
-                guard RegistrationMatch.find(in: agents, name: expected,
-                                             hostname: hostname,
-                                             startedAfter: startedAt, skew: 5) != nil else {
+                guard let match = RegistrationMatch.find(in: agents, name: expected,
+                                                         hostname: hostname,
+                                                         startedAfter: startedAt, skew: 5)
+                else {
                     return result(false, "Buildkite lists no connected agent \"\(expected)\" "
                                   + "registered since the unit started", pending: true)
                 }
+                tags = " with tags [" + match.metaData.joined(separator: ", ") + "]"
             } catch {
                 return result(false, "Buildkite API: \(error)", pending: true)
             }
         }
         let confined = agent.profile.confinement ? ", confined" : ""
-        return result(true, "running\(confined), registered as \"\(expected)\"")
+        return result(true, "running\(confined), registered as \"\(expected)\"\(tags)")
     }
 
     /// The name the agent registers under: its display name (NixOS default

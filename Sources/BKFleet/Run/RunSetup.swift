@@ -53,6 +53,41 @@ public enum RunSetup {
         }
     }
 
+    /// What `check` can say about the secret sources the hosts need without reading a
+    /// value: a file that is missing or unreadable, an environment variable that is not
+    /// set. Commands are not run (they may prompt or cost money); each problem names the
+    /// source's section and what to do.
+    public static func sourceProblems(for hosts: [Host], inventory: Inventory,
+                                      environment: [String: String]) -> [String] {
+        var problems: [String] = []
+        var seen = Set<String>()
+        func check(_ secret: NamedSecret, _ section: String) {
+            guard seen.insert(section).inserted else { return }
+            let place = "\(secret.location): [\(section)]"
+            switch secret.source {
+            case .file(let path):
+                if !FileManager.default.isReadableFile(atPath: path) {
+                    problems.append("\(place): file \(path) is missing or unreadable; "
+                                    + "create it (mode 0600) or fix the path")
+                }
+            case .environment(let name):
+                if environment[name] == nil {
+                    problems.append("\(place): environment variable \(name) is not set; "
+                                    + "export it before apply")
+                }
+            case .command:
+                break
+            }
+        }
+        for agent in Set(hosts.flatMap(\.agents)).sorted().compactMap({ inventory.agents[$0] }) {
+            if let token = inventory.tokens[agent.token] { check(token, "tokens.\(agent.token)") }
+            if let key = agent.sshKey, let source = inventory.sshKeys[key] {
+                check(source, "ssh_keys.\(key)")
+            }
+        }
+        return problems
+    }
+
     /// The identity the inventory names: ssh-agent, or a key file (with its passphrase
     /// read from its source, if one is given).
     public static func identity(for inventory: Inventory) throws -> SSHIdentity {
