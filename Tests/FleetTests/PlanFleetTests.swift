@@ -12,12 +12,16 @@ final class PlanFleetTests: XCTestCase {
         continueAfterFailure = true
     }
 
-    /// Files, owners, modes and unit states that bkfleet could touch, with times.
+    /// What "writes nothing" covers, with times, owners and modes: the module folder,
+    /// secrets, /etc/nixos, unit files, generations and unit states; plus any staging
+    /// folder `--deep` might have left in /tmp.
     func snapshot(_ host: String) -> String {
         FleetHarness.exec(host, """
-            find /etc/nixos /var/lib/bkfleet /etc/systemd/system /nix/var/nix/profiles \
-              /tmp -printf '%p %T@ %u:%g %m\\n' 2>/dev/null | sort
+            find /etc/nixos /var/lib/bkfleet /etc/systemd/system \
+              -printf '%p %T@ %u:%g %m\\n' 2>/dev/null | sort
+            ls -l --time-style=+%s /nix/var/nix/profiles | grep system
             readlink /nix/var/nix/profiles/system
+            ls -d /tmp/bkfleet-* 2>/dev/null
             systemctl list-units --all --plain --no-legend 'buildkite-agent-*'
             """).out
     }

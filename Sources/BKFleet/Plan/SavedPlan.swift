@@ -15,6 +15,11 @@ public struct HostSnapshot: Codable, Equatable, Sendable {
     /// Agent → unit state (`active/running`, `inactive/dead`, `not loaded`).
     public var units: [String: String]
 
+    // Keys are spelled out: a key strategy would also rewrite the dictionaries' keys.
+    enum CodingKeys: String, CodingKey {
+        case modules, secrets, secretDirs = "secret_dirs", units
+    }
+
     public init(_ state: HostState) {
         modules = state.modules.mapValues { Digest.sha256Hex($0) }
         var secrets: [String: String] = [:]
@@ -64,6 +69,10 @@ public struct SavedHostPlan: Codable, Sendable {
         public var action: ChangeAction
         public var oldSHA256: String?
         public var newSHA256: String?
+
+        enum CodingKeys: String, CodingKey {
+            case file, action, oldSHA256 = "old_sha256", newSHA256 = "new_sha256"
+        }
     }
 
     public struct Secret: Codable, Sendable {
@@ -73,6 +82,11 @@ public struct SavedHostPlan: Codable, Sendable {
         public var oldFingerprint: String?
         public var newFingerprint: String?
         public var newSHA256: String?
+
+        enum CodingKeys: String, CodingKey {
+            case agent, kind, action, oldFingerprint = "old_fingerprint"
+            case newFingerprint = "new_fingerprint", newSHA256 = "new_sha256"
+        }
     }
 
     public struct Ownership: Codable, Sendable {
@@ -101,6 +115,11 @@ public struct SavedHostPlan: Codable, Sendable {
     public var rebuild = false
     /// `plan --deep`: what `nixos-rebuild dry-activate` said of the staged modules.
     public var dryActivate: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, address, snapshot, error, modules, secrets, ownership, units
+        case removedAgents = "removed_agents", rebuild, dryActivate = "dry_activate"
+    }
 
     public init(report: HostReport, address: String) {
         name = report.host
@@ -163,6 +182,11 @@ public struct SavedPlan: Codable, Sendable {
     public var hosts: [SavedHostPlan]
     public var summary: String
 
+    enum CodingKeys: String, CodingKey {
+        case format, version, createdAt = "created_at", inventoryPath = "inventory_path"
+        case inventorySHA256 = "inventory_sha256", hosts, summary
+    }
+
     public init(inventory: Inventory, reports: [HostReport], addresses: [String: String],
                 now: Date = Date()) {
         createdAt = ISO8601DateFormatter().string(from: now)
@@ -174,8 +198,7 @@ public struct SavedPlan: Codable, Sendable {
 
     public func encoded() throws -> Data {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return try encoder.encode(self)
     }
 
@@ -183,7 +206,6 @@ public struct SavedPlan: Codable, Sendable {
     public static func decode(_ data: Data) -> SavedPlan? {
         guard data.first(where: { !$0.isWhitespace }) == UInt8(ascii: "{") else { return nil }
         let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
         guard let plan = try? decoder.decode(SavedPlan.self, from: data),
               plan.format == formatName else { return nil }
         return plan
