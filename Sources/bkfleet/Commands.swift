@@ -12,6 +12,11 @@ func inventoryPath(_ arguments: Arguments) throws -> String {
     if let given = arguments.positional.first { return given }
     if let fromEnv = ProcessInfo.processInfo.environment["BKFLEET_INVENTORY"],
        !fromEnv.isEmpty { return fromEnv }
+    guard FileManager.default.fileExists(atPath: "inventory.toml") else {
+        throw UsageError(description: "no inventory given, BKFLEET_INVENTORY is not set, and "
+                         + "there is no ./inventory.toml; pass a path, e.g. "
+                         + "'bkfleet plan inventory/demo.toml'")
+    }
     return "inventory.toml"
 }
 
@@ -21,17 +26,36 @@ func useColor(_ arguments: Arguments) -> Bool {
         && isatty(STDOUT_FILENO) == 1
 }
 
-/// Hosts whose name matches one of the comma-separated names or globs.
-func selectHosts(_ hosts: [BKFleet.Host], on selection: String?) throws -> [BKFleet.Host] {
-    guard let selection else { return hosts }
-    let patterns = selection.split(separator: ",").map(String.init)
-    let chosen = hosts.filter { host in
-        patterns.contains { fnmatch($0, host.name, 0) == 0 }
+/// The hosts a command works on: `--on SELECTION` (docs/fleet-scale.md), then this
+/// process's shard (`--shard K/N`, else Buildkite's parallel-job variables).
+func selectHosts(_ inventory: Inventory, _ arguments: Arguments,
+                 environment: [String: String]) throws -> [BKFleet.Host] {
+    do {
+        var hosts = inventory.hosts
+        if let on = arguments.options["on"] {
+            hosts = try HostSelection(parsing: on).select(from: inventory)
+        }
+        if let shard = try Shard.resolve(option: arguments.options["shard"],
+                                         environment: environment) {
+            hosts = shard.select(hosts)
+        }
+        return hosts
+    } catch let error as SelectionError {
+        throw UsageError(description: error.description)
     }
-    if chosen.isEmpty {
-        throw UsageError(description: "--on '\(selection)' matches no host in the inventory")
+}
+
+/// `--batch` and `--max-fail`, which only a real apply takes.
+func rollout(_ arguments: Arguments) throws -> Rollout {
+    do {
+        return Rollout(
+            batch: try arguments.options["batch"].map {
+                try HostCount(parsing: $0, option: "batch", minimum: 1) },
+            maxFail: try arguments.options["max-fail"].map {
+                try HostCount(parsing: $0, option: "max-fail", minimum: 0) })
+    } catch let error as SelectionError {
+        throw UsageError(description: error.description)
     }
-    return chosen
 }
 
 enum ApplyCommand {
@@ -43,7 +67,7 @@ enum ApplyCommand {
             words, command: name,
             flags: ["dry-run", "accept-new-host-keys", "verbose", "no-color",
                     "detailed-exitcode", "json", "deep"],
-            options: ["parallel", "on", "out"])
+            options: ["parallel", "on", "out", "shard", "batch", "max-fail"])
         if arguments.flags.contains("help") {
             print(mode == .apply ? Help.apply : Help.plan)
             return .success
@@ -56,7 +80,7 @@ enum ApplyCommand {
             .flatMap(SavedPlan.decode) : nil
         let inventory = try InventoryLoader.load(path: saved?.inventoryPath ?? given,
                                                  environment: environment)
-        var hosts = try selectHosts(inventory.hosts, on: arguments.options["on"])
+        var hosts = try selectHosts(inventory, arguments, environment: environment)
         if let saved {
             guard saved.inventorySHA256 == inventory.contentHash else {
                 throw UsageError(description: "\(inventory.path) changed since the plan "
@@ -66,7 +90,13 @@ enum ApplyCommand {
             options.approved = Dictionary(saved.hosts.map { ($0.name, $0) },
                                           uniquingKeysWith: { first, _ in first })
             hosts = hosts.filter { options.approved?[$0.name] != nil }
-            print("Applying the plan \(given) made \(saved.createdAt): \(saved.summary)")
+            let note = "Applying the plan \(given) made \(saved.createdAt): \(saved.summary)"
+            // With --json, stdout carries only JSON lines.
+            if arguments.flags.contains("json") {
+                FileHandle.standardError.write(Data((note + "\n").utf8))
+            } else {
+                print(note)
+            }
         }
         options.dryRun = mode == .plan || arguments.flags.contains("dry-run")
         options.acceptNewHostKeys = arguments.flags.contains("accept-new-host-keys")
@@ -75,17 +105,31 @@ enum ApplyCommand {
             throw UsageError(description: "--deep goes with plan or apply --dry-run")
         }
         options.parallel = try arguments.int("parallel", atLeast: 1)
+        let rolling = try rollout(arguments)
+        if options.dryRun && rolling != Rollout() {
+            throw UsageError(description: "--batch and --max-fail go with apply; a plan "
+                             + "changes nothing, so it reads every selected host at once")
+        }
 
         let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
         let secrets = try RunSetup.readSecrets(for: hosts, inventory: inventory)
+        // apply --json streams events; plan --json prints one document, so its events
+        // stay off stdout.
+        let view = EventView.choose(arguments, hosts: hosts.count,
+                                    json: !options.dryRun && arguments.flags.contains("json"),
+                                    quiet: options.dryRun && arguments.flags.contains("json"))
         let context = RunContext(
             inventory: inventory, renderer: renderer, secrets: secrets,
             identity: try RunSetup.identity(for: inventory), options: options,
             registrations: try RunSetup.registrations(for: inventory),
-            events: LineEventSink(verbose: arguments.flags.contains("verbose")) { print($0) },
+            events: view.sink,
             runDirectory: try RunSetup.runDirectory(for: inventory))
 
-        let reports = FleetRunner.run(hosts: hosts, context: context)
+        let began = Date()
+        view.start()
+        let run = FleetRunner.run(hosts: hosts, context: context, rollout: rolling)
+        view.stop()
+        let reports = run.reports
         let color = useColor(arguments)
         if options.dryRun {
             let addresses = Dictionary(hosts.map { ($0.name, $0.address) },
@@ -104,12 +148,29 @@ enum ApplyCommand {
             }
             let code = printPlan(reports, hosts: hosts, inventory: inventory, color: color,
                                  detailed: arguments.flags.contains("detailed-exitcode"))
+            // A plan logs only what went wrong; keep the run's folder only then.
+            let logs = (try? FileManager.default.contentsOfDirectory(
+                atPath: context.runDirectory)) ?? []
+            if logs.isEmpty {
+                try? FileManager.default.removeItem(atPath: context.runDirectory)
+            } else {
+                print("Logs: \(context.runDirectory)")
+            }
             if let out = arguments.options["out"] {
                 print("Saved the plan to \(out); apply exactly it with: bkfleet apply \(out)")
             }
             return code
         }
-        return printApply(reports, hosts: hosts, context: context, color: color)
+        if case .json(let sink) = view {
+            for report in reports where !report.outcome.wasAttempted { sink.finished(report) }
+            let failed = reports.contains { $0.outcome.isFailure || !$0.outcome.wasAttempted }
+            let code: ExitCode = failed ? .hostsFailed : .success
+            sink.summary(reports, seconds: Date().timeIntervalSince(began),
+                         runDirectory: context.runDirectory, exitCode: code.rawValue)
+            return code
+        }
+        return printApply(reports, hosts: hosts, context: context, color: color,
+                          batches: rolling.batch == nil ? nil : run)
     }
 
     static func printPlan(_ reports: [HostReport], hosts: [BKFleet.Host], inventory: Inventory,
@@ -120,7 +181,7 @@ enum ApplyCommand {
             let lines = printer.lines(for: report, address: addresses[report.host] ?? "")
             if !lines.isEmpty { print(lines.joined(separator: "\n") + "\n") }
             if case .failed(let step, let message) = report.outcome {
-                print("\(report.host): cannot plan (\(step.rawValue)): \(message)\n")
+                print("FAILED \(report.host): cannot plan (at \(step.rawValue)): \(message)\n")
             }
         }
         print(PlanPrinter.summary(reports))
@@ -134,7 +195,7 @@ enum ApplyCommand {
     }
 
     static func printApply(_ reports: [HostReport], hosts: [BKFleet.Host], context: RunContext,
-                           color: Bool) -> ExitCode {
+                           color: Bool, batches: FleetRun? = nil) -> ExitCode {
         func paint(_ text: String, _ code: String) -> String {
             color ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text
         }
@@ -159,24 +220,39 @@ enum ApplyCommand {
                 print("\(paint("FAILED", "31"))  \(name)  at \(step.rawValue): "
                       + message.replacingOccurrences(of: "\n", with: "\n" + String(
                         repeating: " ", count: width + 10)))
+            case .notAttempted(let reason):
+                print("\(paint("skipped", "90")) \(name)  not attempted: \(reason)")
             }
             for agent in report.agents {
                 print("        \(String(repeating: " ", count: width))  "
                       + "\(agent.ok ? "✓" : "✗") \(agent.agent): \(agent.detail)")
             }
+            if case .changed = report.outcome {
+                for agent in report.plan?.removedAgents ?? [] {
+                    print("        \(String(repeating: " ", count: width))  "
+                          + "- \(agent): stopped; module and secrets removed")
+                }
+            }
         }
         let failed = reports.filter { $0.outcome.isFailure }.count
         let changed = reports.filter { if case .changed = $0.outcome { return true }; return false }
+        let skipped = reports.filter { !$0.outcome.wasAttempted }.count
         print("\nApply: \(reports.count) host(s), \(changed.count) changed, "
-              + "\(reports.count - changed.count - failed) unchanged, \(failed) failed. "
-              + "Logs: \(context.runDirectory)")
-        return failed > 0 ? .hostsFailed : .success
+              + "\(reports.count - changed.count - failed - skipped) unchanged, \(failed) failed"
+              + (skipped > 0 ? ", \(skipped) not attempted" : "")
+              + ". Logs: \(context.runDirectory)")
+        if let batches {
+            print("Batches: \(batches.batchesRun) of \(batches.batches.count) ran"
+                  + " (up to \(batches.batches.map(\.count).max() ?? 0) host(s) each)")
+        }
+        return failed > 0 || skipped > 0 ? .hostsFailed : .success
     }
 }
 
 enum CheckCommand {
     static func run(_ words: [String]) throws -> ExitCode {
-        let arguments = try Arguments.parse(words, command: "check", flags: [], options: [])
+        let arguments = try Arguments.parse(words, command: "check", flags: ["parse"],
+                                            options: ["on", "shard"])
         if arguments.flags.contains("help") {
             print(Help.check)
             return .success
@@ -185,12 +261,30 @@ enum CheckCommand {
         let inventory = try InventoryLoader.load(path: try inventoryPath(arguments),
                                                  environment: environment)
         let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
+        let hosts = try selectHosts(inventory, arguments, environment: environment)
         var files = 0
-        for host in inventory.hosts {
-            files += try renderer.render(host: host, inventory: inventory).files.count
+        var modules: [String: [String: String]] = [:]
+        for host in hosts {
+            modules[host.name] = try renderer.render(host: host, inventory: inventory).files
+            files += modules[host.name]!.count
         }
+        let problems = RunSetup.sourceProblems(for: hosts, inventory: inventory,
+                                               environment: environment)
+        if !problems.isEmpty {
+            FileHandle.standardError.write(Data((problems.joined(separator: "\n") + "\n").utf8))
+            return .badInput
+        }
+        let selected = arguments.options["on"] == nil && hosts.count == inventory.hosts.count
+            ? "" : "; selected \(hosts.count) ("
+                + (hosts.isEmpty ? "none" : hosts.map(\.name).joined(separator: ", ")) + ")"
         print("\(inventory.path): OK: \(inventory.hosts.count) host(s), "
-              + "\(inventory.agents.count) agent profile(s), \(files) module file(s) rendered.")
+              + "\(inventory.agents.count) agent profile(s)\(selected), "
+              + "\(files) module file(s) rendered.")
+        if arguments.flags.contains("parse") {
+            let parsed = try ParseCheckCommand.run(modules: modules, inventory: inventory,
+                                                   environment: environment)
+            return parsed ? .success : .badInput
+        }
         return .success
     }
 }
@@ -210,7 +304,12 @@ enum RenderCommand {
         let inventory = try InventoryLoader.load(path: try inventoryPath(arguments),
                                                  environment: environment)
         guard let host = inventory.hosts.first(where: { $0.name == name }) else {
-            throw UsageError(description: "no host '\(name)' in \(inventory.path)")
+            let names = inventory.hosts.map(\.name)
+            let near = names.min { editDistance($0, name) < editDistance($1, name) }
+                .flatMap { editDistance($0, name) <= 3 ? " (did you mean '\($0)'?)" : nil }
+            throw UsageError(description: "no host '\(name)' in \(inventory.path)\(near ?? ""); "
+                             + "hosts: \(names.prefix(20).joined(separator: ", "))"
+                             + (names.count > 20 ? ", …" : ""))
         }
         let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
         let modules = try renderer.render(host: host, inventory: inventory)

@@ -8,6 +8,9 @@ enum Help {
         case "plan": return plan
         case "check": return check
         case "render": return render
+        case "hosts": return hosts
+        case "completion": return completion
+        case "help": return help
         default: return nil
         }
     }
@@ -26,9 +29,27 @@ enum Help {
                                     first use); a changed key is always refused
           --parallel N              hosts in flight at once (default: inventory's
                                     'parallel', 50)
-          --on SELECTION            only these hosts: names or globs, comma-separated
-          --verbose, -v             print each step as it happens
-          --no-color                plain output even on a terminal
+          --on SELECTION            only these hosts, comma-separated: names, globs
+                                    ('builder-*'), @key=value for host tags, groups
+                                    (@group=eu) and agent tags (@queue=nix)
+          --shard K/N               only shard K (from 0) of N of the selected hosts,
+                                    by a hash of the name; defaults to Buildkite's
+                                    BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT
+          --batch N | P%            hosts per batch; a batch starts when the previous
+                                    one has finished (--parallel still bounds each)
+          --max-fail N | P%         failures tolerated (of the selected hosts); once
+                                    exceeded no new host starts and the rest are
+                                    reported as not attempted (exit code 1)
+          --verbose, -v             print each step as it happens (above the live
+                                    view on a terminal, as plain lines elsewhere)
+          --no-color                no colours (also: the NO_COLOR variable)
+          --json                    one JSON object per event on stdout, then a
+                                    summary object (docs/events.md); no table
+
+        On a terminal, a live line per host in flight (step, time so far) and a
+        progress bar are redrawn in place, then the table of results. Off a terminal
+        only the results are printed, unless -v. Per-host logs go under
+        .bkfleet/runs/TIME/ beside the inventory; the last line names the folder.
 
         Given a plan saved with 'bkfleet plan --out FILE', applies exactly that plan:
         a host whose state, or whose rendered modules or secrets, changed since is
@@ -37,7 +58,9 @@ enum Help {
         Examples:
           bkfleet apply inventory/demo.toml
           bkfleet apply --on 'builder-0*' --parallel 10
+          bkfleet apply --on @queue=nix --batch 25% --max-fail 2
           bkfleet plan --out reviewed.json && bkfleet apply reviewed.json
+          bkfleet apply --json | jq -c 'select(.status == "failed")'
         """
 
     static let plan = """
@@ -58,20 +81,33 @@ enum Help {
                                     /etc/nixos on each changing host and show what
                                     'nixos-rebuild dry-activate' says; the copy is
                                     removed afterwards
-          --accept-new-host-keys, --parallel N, --on SELECTION, --no-color: as for apply
+          --accept-new-host-keys, --parallel N, --on SELECTION, --shard K/N,
+          --no-color: as for apply
 
-        Example:
+        Examples:
           bkfleet plan inventory/demo.toml --detailed-exitcode
+          bkfleet plan --on builder-02 --deep
+          bkfleet plan --out reviewed.json
+          bkfleet plan --json | jq '.hosts[].name'
         """
 
     static let check = """
-        Usage: bkfleet check [INVENTORY]
+        Usage: bkfleet check [INVENTORY] [--on SELECTION] [--shard K/N] [--parse]
 
         Validates the inventory without connecting anywhere and renders every host's
-        modules. Errors name file:line:column and suggest a fix.
+        modules. Errors name file:line:column and suggest a fix. With --on or
+        --shard (as for apply), renders only those hosts and lists them, so a
+        selection can be tried before it is used.
 
-        Example:
+        With --parse, also parses each distinct rendered module with a local
+        'nix-instantiate --parse' (in a private temporary folder, removed afterwards)
+        and reports FILE:LINE:COLUMN errors with the hosts and agent that would get
+        the file. Without Nix installed it says so and exits 69.
+
+        Examples:
           bkfleet check inventory/example.toml
+          bkfleet check inventory/example.toml --on @queue=nix --shard 0/4
+          bkfleet check --parse
         """
 
     static let render = """
@@ -79,7 +115,42 @@ enum Help {
 
         Prints the module files that 'apply' would write to host NAME.
 
-        Example:
+        Examples:
           bkfleet render inventory/demo.toml --host builder-01
+          bkfleet render --host builder-01 > /tmp/builder-01.nix
+        """
+
+    static let hosts = """
+        Usage: bkfleet hosts [INVENTORY]
+
+        Prints the inventory's host names, one per line, in inventory order. Shell
+        completion uses it; so can scripts.
+
+        Examples:
+          bkfleet hosts inventory/demo.toml
+          for h in $(bkfleet hosts); do ssh "$h" uptime; done
+        """
+
+    static let completion = """
+        Usage: bkfleet completion bash|zsh|fish
+
+        Prints a completion script: commands, each command's options, and host names
+        (from 'bkfleet hosts') after --on and --host.
+
+        Examples:
+          source <(bkfleet completion bash)          # in ~/.bashrc
+          bkfleet completion bash > /usr/share/bash-completion/completions/bkfleet
+          bkfleet completion zsh > "${fpath[1]}/_bkfleet"
+          bkfleet completion fish > ~/.config/fish/completions/bkfleet.fish
+        """
+
+    static let help = """
+        Usage: bkfleet help [COMMAND]
+
+        Prints the list of commands, or one command's help (same as COMMAND --help).
+
+        Examples:
+          bkfleet help
+          bkfleet help apply
         """
 }

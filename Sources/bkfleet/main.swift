@@ -10,6 +10,8 @@ enum ExitCode: Int32 {
     case changesPending = 2
     case usage = 64
     case badInput = 65
+    /// A tool the command needs is not installed here (`check --parse` without Nix).
+    case unavailable = 69
     case internalError = 70
 }
 
@@ -23,11 +25,13 @@ let usage = """
     Usage: bkfleet COMMAND [INVENTORY] [OPTIONS]
 
     Commands:
-      apply     push secrets and modules, rebuild, and verify every agent
-      plan      show what apply would change, changing nothing
-      check     validate the inventory offline and render every module
-      render    print the module files one host would get
-      help      show this text, or a command's help
+      apply       push secrets and modules, rebuild, and verify every agent
+      plan        show what apply would change, changing nothing
+      check       validate the inventory offline and render every module
+      render      print the module files one host would get
+      hosts       print the inventory's host names, one per line
+      completion  print a completion script for bash, zsh or fish
+      help        show this text, or a command's help
 
     INVENTORY defaults to $BKFLEET_INVENTORY, then ./inventory.toml.
     Run 'bkfleet COMMAND --help' for a command's options and examples.
@@ -51,6 +55,10 @@ do {
         code = try CheckCommand.run(words)
     case "render":
         code = try RenderCommand.run(words)
+    case "hosts":
+        code = try HostsCommand.run(words)
+    case "completion":
+        code = try CompletionCommand.run(words)
     case "help", "--help", "-h":
         if let topic = words.first, let text = Help.text(for: topic) {
             print(text)
@@ -62,7 +70,7 @@ do {
         print("bkfleet \(BKFleetVersion.string)")
         code = .success
     default:
-        let known = ["apply", "plan", "check", "render", "help"]
+        let known = ["apply", "plan", "check", "render", "hosts", "completion", "help"]
         let hint = known.min { editDistance($0, command) < editDistance($1, command) }
             .flatMap { editDistance($0, command) <= 2 ? " (did you mean '\($0)'?)" : nil }
         printError("unknown command '\(command)'\(hint ?? ""); see 'bkfleet help'")
@@ -77,6 +85,9 @@ do {
 } catch let error as SetupError {
     printError(error.description)
     code = .badInput
+} catch let error as UnavailableError {
+    printError(error.description)
+    code = .unavailable
 } catch let error as RenderError {
     printError(error.description)
     code = .badInput

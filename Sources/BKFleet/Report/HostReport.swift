@@ -21,10 +21,18 @@ public enum HostOutcome: Sendable {
     /// Changes were made (or, in a dry run, are pending) and the agents verified.
     case changed
     case failed(step: Step, message: String)
+    /// Never started, e.g. the `--max-fail` budget was spent before its turn. Not a
+    /// failure of the host itself, but the run did not cover it (exit code 1).
+    case notAttempted(reason: String)
 
     public var isFailure: Bool {
         if case .failed = self { return true }
         return false
+    }
+
+    public var wasAttempted: Bool {
+        if case .notAttempted = self { return false }
+        return true
     }
 }
 
