@@ -1,14 +1,15 @@
 // One host's whole run, start to finish, on its own thread: connect, check the host key,
 // probe, plan, push, rebuild, hand secrets over to new agent users, verify. Straight-line
 // code over blocking SSH calls; each step either moves on or ends the host with a
-// message naming the step. It decides nothing about other hosts.
+// message naming the step. The push, rebuild and verify steps live in their own folders
+// as extensions of this type. It decides nothing about other hosts.
 import Foundation
 
 final class HostRun {
     let host: Host
     let context: RunContext
     var inventory: Inventory { context.inventory }
-    private var log: HostLog
+    var log: HostLog
     private let started = Date()
 
     init(host: Host, context: RunContext) {
@@ -192,276 +193,16 @@ final class HostRun {
         }
     }
 
-    /// Writes secrets and modules in one round trip, secret bytes on standard input.
-    private func push(_ session: SSHSession, plan: HostPlan, desired: DesiredState,
-                      state: HostState) throws {
-        var ops = PushBatch()
-        let dirs = inventory.defaults
-        ops.dir(dirs.secretDir, Planner.secretRootOwnership)
-        for name in desired.agents.keys.sorted() {
-            let agent = desired.agents[name]!.profile
-            ops.dir("\(dirs.secretDir)/\(name)",
-                    Planner.secretDirOwnership(agent: agent, on: state))
-        }
-        var written = 0
-        for change in plan.secrets where change.action != .remove {
-            guard let value = desired.agents[change.agent]?.secrets[change.kind] else { continue }
-            let agent = desired.agents[change.agent]!.profile
-            ops.write(ModuleRenderer.secretPath(inventory, agent: change.agent, kind: change.kind),
-                      Planner.secretOwnership(agent: agent, on: state), value.bytes)
-            written += 1
-        }
-        for change in plan.secrets where change.action == .remove
-            && desired.agents[change.agent] != nil {
-            ops.remove(ModuleRenderer.secretPath(inventory, agent: change.agent,
-                                                 kind: change.kind))
-        }
-        for repair in plan.ownership { ops.own(repair.path, repair.to) }
-        if !plan.modules.isEmpty {
-            ops.dir(dirs.moduleDir, FileOwnership(owner: "root", group: "root", mode: "755"))
-        }
-        for change in plan.modules {
-            let path = "\(dirs.moduleDir)/\(change.file)"
-            if let text = change.new {
-                ops.write(path, FileOwnership(owner: "root", group: "root", mode: "644"),
-                          Array(text.utf8))
-            } else {
-                ops.remove(path)
-            }
-        }
-        context.events.event(host: host.name, step: .push,
-                             message: "\(written) secret(s), \(plan.modules.count) module file(s)")
-        _ = try remote(session, .push, script: RemoteScripts.push, name: "bkfleet-push",
-                       arguments: [dirs.moduleDir, dirs.secretDir], stdin: ops.payload())
-    }
-
-    /// Stages the planned modules in a temporary copy of /etc/nixos and asks NixOS what
-    /// it would start, stop and restart. Module text only: no secret is sent.
-    private func deepDryRun(_ session: SSHSession, plan: HostPlan) throws -> String {
-        let moduleDir = inventory.defaults.moduleDir
-        guard moduleDir.hasPrefix("/etc/nixos/") else {
-            throw HostFailure(.plan, "--deep stages /etc/nixos, but module_dir \(moduleDir) "
-                              + "is outside it")
-        }
-        var input: [UInt8] = []
-        for change in plan.modules {
-            if let text = change.new {
-                input += Array("write \(change.file) \(text.utf8.count)\n".utf8) + Array(text.utf8)
-            } else {
-                input += Array("rm \(change.file) 0\n".utf8)
-            }
-        }
-        input += Array("end\n".utf8)
-        context.events.event(host: host.name, step: .plan,
-                             message: "nixos-rebuild dry-activate on staged modules")
-        let command = Shell.command(script: RemoteScripts.deepDryRun, name: "bkfleet-deep",
-                                    arguments: [String(moduleDir.dropFirst("/etc/nixos/".count))],
-                                    sudo: host.user != "root")
-        let result = try step(.plan) {
-            try session.run(command, stdin: input, timeout: inventory.defaults.rebuildTimeout)
-        }
-        let output = context.scrub(result.stdoutText + result.stderrText)
-        log.write("dry-activate of the staged modules:\n\(output)")
-        if result.exitStatus != 0 {
-            throw HostFailure(.plan, "nixos-rebuild dry-activate of the planned modules "
-                              + "failed (status \(result.exitStatus)):\n    "
-                              + output.split(separator: "\n").suffix(15)
-                                .joined(separator: "\n    "))
-        }
-        return output
-    }
-
-    private func rebuild(_ session: SSHSession) throws {
-        context.events.event(host: host.name, step: .rebuild, message: host.rebuildCommand)
-        let command = (host.user == "root" ? "" : "sudo -n ") + host.rebuildCommand
-        let result = try step(.rebuild) {
-            try session.run(command, timeout: inventory.defaults.rebuildTimeout)
-        }
-        let output = context.scrub(result.stdoutText + result.stderrText)
-        log.write("$ \(command)\n\(output)")
-        if result.exitStatus != 0 {
-            let tail = output.split(separator: "\n").suffix(15).joined(separator: "\n    ")
-            throw HostFailure(.rebuild, """
-                `\(host.rebuildCommand)` exited with status \(result.exitStatus); last lines:
-                    \(tail)
-                full output: \(log.path ?? "(no log)")
-                """)
-        }
-    }
-
-    /// After the switch: secrets of agents whose user did not exist yet go to that user,
-    /// removed agents lose their secret folders, and units whose secret changed under an
-    /// unchanged module (or which were found stopped) are restarted.
-    private func finish(_ session: SSHSession, plan: HostPlan, desired: DesiredState) throws {
-        var ops = PushBatch()
-        let secretDir = inventory.defaults.secretDir
-        var restart = Set(plan.units.filter { $0.actor == .bkfleet }.map(\.agent))
-        if !plan.handover.isEmpty {
-            let fresh = try unitStates(session, agents: plan.handover)
-            for name in plan.handover {
-                guard let agent = desired.agents[name], fresh.agents[name]?.uid != nil
-                        || fresh.agents[name]?.unit.loaded == true else { continue }
-                let owner = FileOwnership(owner: agent.profile.userName,
-                                          group: agent.profile.userName, mode: "400")
-                ops.dir("\(secretDir)/\(name)",
-                        FileOwnership(owner: owner.owner, group: owner.group, mode: "700"))
-                for kind in agent.secrets.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-                    ops.own(ModuleRenderer.secretPath(inventory, agent: name, kind: kind), owner)
-                }
-                if fresh.agents[name]?.unit.isRunning != true { restart.insert(name) }
-            }
-        }
-        for name in plan.removedAgents { ops.removeDirectory("\(secretDir)/\(name)") }
-        if !ops.isEmpty {
-            context.events.event(host: host.name, step: .handover,
-                                 message: "secrets to agent users: \(plan.handover.joined(separator: ", "))")
-            _ = try remote(session, .handover, script: RemoteScripts.push, name: "bkfleet-push",
-                           arguments: [inventory.defaults.moduleDir, secretDir],
-                           stdin: ops.payload())
-        }
-        if !restart.isEmpty {
-            context.events.event(host: host.name, step: .handover,
-                                 message: "restarting \(restart.sorted().joined(separator: ", "))")
-            _ = try remote(session, .handover, script: RemoteScripts.restart,
-                           name: "bkfleet-restart", arguments: restart.sorted())
-        }
-    }
-
-    // MARK: - Verification
-
-    /// Agents that nothing touched: one look at what the probe saw.
-    private func verifyOnce(desired: DesiredState, state: HostState) -> [AgentResult] {
-        desired.agents.keys.sorted().map { name in
-            let agent = desired.agents[name]!
-            return judge(agent, found: state.agents[name] ?? AgentOnHost(),
-                         hostname: state.hostname, final: true).result
-        }
-    }
-
-    /// Agents started or restarted in this run: wait until each has settled (running,
-    /// restart count steady over a short window) and registered, or the time runs out.
-    private func verifyAfterChange(_ session: SSHSession, plan: HostPlan,
-                                   desired: DesiredState, before: HostState) throws
-        -> [AgentResult] {
-        let names = desired.agents.keys.sorted()
-        guard !names.isEmpty else { return [] }
-        context.events.event(host: host.name, step: .verify,
-                             message: "waiting for \(names.joined(separator: ", "))")
-        let deadline = Date().addingTimeInterval(inventory.defaults.verifyTimeout)
-        var previous: HostState?
-        var steadySince: [String: Date] = [:]
-        while true {
-            let now = try unitStates(session, agents: names)
-            var results: [AgentResult] = []
-            var pending = false
-            for name in names {
-                let found = now.agents[name] ?? AgentOnHost()
-                let last = previous?.agents[name]?.unit
-                if found.unit.isRunning, let last, last.isRunning,
-                   last.restarts == found.unit.restarts,
-                   last.startedAt == found.unit.startedAt {
-                    if steadySince[name] == nil { steadySince[name] = Date() }
-                } else {
-                    steadySince[name] = nil
-                }
-                let settled = steadySince[name].map { Date().timeIntervalSince($0) >= 2 } ?? false
-                let verdict = judge(desired.agents[name]!, found: found,
-                                    hostname: before.hostname,
-                                    final: Date() >= deadline, settled: settled)
-                if verdict.pending { pending = true }
-                results.append(verdict.result)
-            }
-            if !pending || Date() >= deadline { return results }
-            previous = now
-            Thread.sleep(forTimeInterval: 1)
-        }
-    }
-
-    private struct Verdict {
-        var result: AgentResult
-        var pending: Bool
-    }
-
-    /// One agent against the three promises: running and settled, confined, registered.
-    private func judge(_ agent: DesiredAgent, found: AgentOnHost, hostname: String,
-                       final: Bool, settled: Bool = true) -> Verdict {
-        let name = agent.profile.name
-        let fingerprint = agent.secrets[.token]?.fingerprint
-        func result(_ ok: Bool, _ detail: String, pending: Bool = false) -> Verdict {
-            Verdict(result: AgentResult(agent: name, ok: ok, detail: detail,
-                                        tokenFingerprint: fingerprint),
-                    pending: pending && !final)
-        }
-        let unit = found.unit
-        if found.logLines.last?.contains("Buildkite rejected the registration") == true {
-            return result(false, "Buildkite rejected its token \(fingerprint ?? "")"
-                          + " (unit is \(unit.summary), restarted \(unit.restarts)×)")
-        }
-        guard unit.isRunning else {
-            return result(false, "unit \(agent.profile.unitName) is \(unit.summary)"
-                          + (unit.restarts > 0 ? ", restarted \(unit.restarts)×" : ""),
-                          pending: true)
-        }
-        guard settled else { return result(false, "unit still settling", pending: true) }
-        if agent.profile.confinement {
-            let token = ModuleRenderer.secretPath(inventory, agent: name, kind: .token)
-            guard !unit.rootDirectory.isEmpty else {
-                return result(false, "unit runs without RootDirectory: not confined")
-            }
-            guard unit.readOnlyBinds.contains(token) else {
-                return result(false, "token \(token) is not bound into the confinement")
-            }
-        }
-        let expected = expectedName(agent.profile, hostname: hostname)
-        var tags = ""
-        switch context.registrations {
-        case .agentLog:
-            let marker = "Successfully registered agent \"\(expected)\""
-            guard let line = found.logLines.last(where: { $0.contains(marker) }) else {
-                return result(false, "no registration as \"\(expected)\" logged since the unit "
-                              + "started", pending: true)
-            }
-            if let range = line.range(of: " with tags [") {
-                tags = " with tags [" + line[range.upperBound...]
-            }
-        case .api(let board):
-            let startedAt = Date(timeIntervalSince1970: TimeInterval(unit.startedAt ?? 0))
-            do {
-                let agents = try board.agents(fetchedAfter: Date().addingTimeInterval(-0.5))
-                guard let match = RegistrationMatch.find(in: agents, name: expected,
-                                                         hostname: hostname,
-                                                         startedAfter: startedAt, skew: 5)
-                else {
-                    return result(false, "Buildkite lists no connected agent \"\(expected)\" "
-                                  + "registered since the unit started", pending: true)
-                }
-                tags = " with tags [" + match.metaData.joined(separator: ", ") + "]"
-            } catch {
-                return result(false, "Buildkite API: \(error)", pending: true)
-            }
-        }
-        let confined = agent.profile.confinement ? ", confined" : ""
-        return result(true, "running\(confined), registered as \"\(expected)\"\(tags)")
-    }
-
-    /// The name the agent registers under: its display name (NixOS default
-    /// `%hostname-<agent>-%n`) with the agent's own placeholders filled.
-    private func expectedName(_ agent: AgentProfile, hostname: String) -> String {
-        (agent.displayName ?? "%hostname-\(agent.name)-%n")
-            .replacingOccurrences(of: "%hostname", with: hostname)
-            .replacingOccurrences(of: "%n", with: "1")
-    }
-
     // MARK: - Plumbing
 
-    private func unitStates(_ session: SSHSession, agents: [String]) throws -> HostState {
+    func unitStates(_ session: SSHSession, agents: [String]) throws -> HostState {
         let output = try remote(session, .verify, script: RemoteScripts.unitState,
                                 name: "bkfleet-units", arguments: agents)
         return try step(.verify) { try HostState.parse(output) }
     }
 
     /// Runs one of bkfleet's scripts; a non-zero exit ends the host with its stderr.
-    private func remote(_ session: SSHSession, _ step: Step, script: String, name: String,
+    func remote(_ session: SSHSession, _ step: Step, script: String, name: String,
                         arguments: [String], stdin: [UInt8] = []) throws -> String {
         let command = Shell.command(script: script, name: name, arguments: arguments,
                                     sudo: host.user != "root")
@@ -480,7 +221,7 @@ final class HostRun {
     }
 
     /// Runs `body`, turning any error into a failure of `step`.
-    private func step<T>(_ step: Step, _ body: () throws -> T) throws -> T {
+    func step<T>(_ step: Step, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let failure as HostFailure {

@@ -1,0 +1,87 @@
+// The push step of a host's run: secrets and modules in one round trip, and after the
+// switch the hand-over of secrets to agent users that did not exist before it. Secret
+// bytes leave this file only inside the push script's standard input.
+import Foundation
+
+extension HostRun {
+    /// Writes secrets and modules in one round trip, secret bytes on standard input.
+    func push(_ session: SSHSession, plan: HostPlan, desired: DesiredState,
+                      state: HostState) throws {
+        var ops = PushBatch()
+        let dirs = inventory.defaults
+        ops.dir(dirs.secretDir, Planner.secretRootOwnership)
+        for name in desired.agents.keys.sorted() {
+            let agent = desired.agents[name]!.profile
+            ops.dir("\(dirs.secretDir)/\(name)",
+                    Planner.secretDirOwnership(agent: agent, on: state))
+        }
+        var written = 0
+        for change in plan.secrets where change.action != .remove {
+            guard let value = desired.agents[change.agent]?.secrets[change.kind] else { continue }
+            let agent = desired.agents[change.agent]!.profile
+            ops.write(ModuleRenderer.secretPath(inventory, agent: change.agent, kind: change.kind),
+                      Planner.secretOwnership(agent: agent, on: state), value.bytes)
+            written += 1
+        }
+        for change in plan.secrets where change.action == .remove
+            && desired.agents[change.agent] != nil {
+            ops.remove(ModuleRenderer.secretPath(inventory, agent: change.agent,
+                                                 kind: change.kind))
+        }
+        for repair in plan.ownership { ops.own(repair.path, repair.to) }
+        if !plan.modules.isEmpty {
+            ops.dir(dirs.moduleDir, FileOwnership(owner: "root", group: "root", mode: "755"))
+        }
+        for change in plan.modules {
+            let path = "\(dirs.moduleDir)/\(change.file)"
+            if let text = change.new {
+                ops.write(path, FileOwnership(owner: "root", group: "root", mode: "644"),
+                          Array(text.utf8))
+            } else {
+                ops.remove(path)
+            }
+        }
+        context.events.event(host: host.name, step: .push,
+                             message: "\(written) secret(s), \(plan.modules.count) module file(s)")
+        _ = try remote(session, .push, script: RemoteScripts.push, name: "bkfleet-push",
+                       arguments: [dirs.moduleDir, dirs.secretDir], stdin: ops.payload())
+    }
+
+    /// After the switch: secrets of agents whose user did not exist yet go to that user,
+    /// removed agents lose their secret folders, and units whose secret changed under an
+    /// unchanged module (or which were found stopped) are restarted.
+    func finish(_ session: SSHSession, plan: HostPlan, desired: DesiredState) throws {
+        var ops = PushBatch()
+        let secretDir = inventory.defaults.secretDir
+        var restart = Set(plan.units.filter { $0.actor == .bkfleet }.map(\.agent))
+        if !plan.handover.isEmpty {
+            let fresh = try unitStates(session, agents: plan.handover)
+            for name in plan.handover {
+                guard let agent = desired.agents[name], fresh.agents[name]?.uid != nil
+                        || fresh.agents[name]?.unit.loaded == true else { continue }
+                let owner = FileOwnership(owner: agent.profile.userName,
+                                          group: agent.profile.userName, mode: "400")
+                ops.dir("\(secretDir)/\(name)",
+                        FileOwnership(owner: owner.owner, group: owner.group, mode: "700"))
+                for kind in agent.secrets.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+                    ops.own(ModuleRenderer.secretPath(inventory, agent: name, kind: kind), owner)
+                }
+                if fresh.agents[name]?.unit.isRunning != true { restart.insert(name) }
+            }
+        }
+        for name in plan.removedAgents { ops.removeDirectory("\(secretDir)/\(name)") }
+        if !ops.isEmpty {
+            context.events.event(host: host.name, step: .handover,
+                                 message: "secrets to agent users: \(plan.handover.joined(separator: ", "))")
+            _ = try remote(session, .handover, script: RemoteScripts.push, name: "bkfleet-push",
+                           arguments: [inventory.defaults.moduleDir, secretDir],
+                           stdin: ops.payload())
+        }
+        if !restart.isEmpty {
+            context.events.event(host: host.name, step: .handover,
+                                 message: "restarting \(restart.sorted().joined(separator: ", "))")
+            _ = try remote(session, .handover, script: RemoteScripts.restart,
+                           name: "bkfleet-restart", arguments: restart.sorted())
+        }
+    }
+}
