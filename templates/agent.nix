@@ -24,7 +24,7 @@ in
     @unitAttr@ = {
       confinement.enable = true;
       confinement.packages = agent.runtimePackages;
-      serviceConfig = {
+@unitEnvironment@      serviceConfig = {
         BindReadOnlyPaths = [
           tokenPath
         ] ++ (if sshKeyPath == null then [ ] else [ sshKeyPath ]) ++ [

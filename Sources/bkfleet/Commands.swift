@@ -65,7 +65,7 @@ enum ApplyCommand {
         let name = mode == .apply ? "apply" : "plan"
         let arguments = try Arguments.parse(
             words, command: name,
-            flags: ["dry-run", "accept-new-host-keys", "verbose", "no-color",
+            flags: ["dry-run", "accept-new-host-keys", "no-rollback", "verbose", "no-color",
                     "detailed-exitcode", "json", "deep"],
             options: ["parallel", "on", "out", "shard", "batch", "max-fail"])
         if arguments.flags.contains("help") {
@@ -100,6 +100,7 @@ enum ApplyCommand {
         }
         options.dryRun = mode == .plan || arguments.flags.contains("dry-run")
         options.acceptNewHostKeys = arguments.flags.contains("accept-new-host-keys")
+        options.noRollback = arguments.flags.contains("no-rollback")
         options.deep = arguments.flags.contains("deep")
         if options.deep && !options.dryRun {
             throw UsageError(description: "--deep goes with plan or apply --dry-run")
@@ -113,6 +114,13 @@ enum ApplyCommand {
 
         let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
         let secrets = try RunSetup.readSecrets(for: hosts, inventory: inventory)
+        let identity = try RunSetup.identity(for: inventory)
+        let apiToken = try RunSetup.apiToken(for: inventory)
+        // Before any connection: a secret pasted into a tag, hook or extra_config would
+        // reach the host's world-readable Nix store (and a plan's diff).
+        try BoundSecretCheck.refuse(
+            hosts: hosts, inventory: inventory,
+            known: BoundSecretCheck.known(secrets, apiToken: apiToken, identity: identity))
         // apply --json streams events; plan --json prints one document, so its events
         // stay off stdout.
         let view = EventView.choose(arguments, hosts: hosts.count,
@@ -120,8 +128,8 @@ enum ApplyCommand {
                                     quiet: options.dryRun && arguments.flags.contains("json"))
         let context = RunContext(
             inventory: inventory, renderer: renderer, secrets: secrets,
-            identity: try RunSetup.identity(for: inventory), options: options,
-            registrations: try RunSetup.registrations(for: inventory),
+            identity: identity, options: options,
+            registrations: RunSetup.registrations(for: inventory, apiToken: apiToken),
             events: view.sink,
             runDirectory: try RunSetup.runDirectory(for: inventory))
 
@@ -147,7 +155,8 @@ enum ApplyCommand {
                 return planExitCode(reports, detailed: arguments.flags.contains("detailed-exitcode"))
             }
             let code = printPlan(reports, hosts: hosts, inventory: inventory, color: color,
-                                 detailed: arguments.flags.contains("detailed-exitcode"))
+                                 detailed: arguments.flags.contains("detailed-exitcode"),
+                                 scrub: context.scrub)
             // A plan logs only what went wrong; keep the run's folder only then.
             let logs = (try? FileManager.default.contentsOfDirectory(
                 atPath: context.runDirectory)) ?? []
@@ -174,8 +183,10 @@ enum ApplyCommand {
     }
 
     static func printPlan(_ reports: [HostReport], hosts: [BKFleet.Host], inventory: Inventory,
-                          color: Bool, detailed: Bool) -> ExitCode {
-        let printer = PlanPrinter(color: color, moduleDir: inventory.defaults.moduleDir)
+                          color: Bool, detailed: Bool,
+                          scrub: @escaping (String) -> String = { $0 }) -> ExitCode {
+        let printer = PlanPrinter(color: color, moduleDir: inventory.defaults.moduleDir,
+                                  scrub: scrub)
         let addresses = Dictionary(uniqueKeysWithValues: hosts.map { ($0.name, $0.address) })
         for report in reports {
             let lines = printer.lines(for: report, address: addresses[report.host] ?? "")
@@ -214,6 +225,9 @@ enum ApplyCommand {
                 if !plan.secrets.isEmpty { what.append("\(plan.secrets.count) secret(s)") }
                 if !plan.ownership.isEmpty { what.append("\(plan.ownership.count) owner fix(es)") }
                 if report.rebuilt { what.append("rebuilt") }
+                if what.isEmpty && !plan.units.isEmpty {
+                    what.append("\(plan.units.count) unit(s) started or restarted")
+                }
                 print("\(paint("changed", "33")) \(name)  \(what.joined(separator: ", ")); "
                       + "\(report.agents.filter(\.ok).count) agent(s) verified  (\(time))")
             case .failed(let step, let message):

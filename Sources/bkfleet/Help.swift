@@ -6,9 +6,12 @@ enum Help {
         switch command {
         case "apply": return apply
         case "plan": return plan
+        case "rotate": return RotateCommand.help
         case "check": return check
         case "render": return render
         case "hosts": return hosts
+        case "status": return status
+        case "retire": return retire
         case "completion": return completion
         case "help": return help
         default: return nil
@@ -27,6 +30,8 @@ enum Help {
           --dry-run                 show the plan and change nothing (same as 'plan')
           --accept-new-host-keys    record unknown host keys in known_hosts (trust on
                                     first use); a changed key is always refused
+          --no-rollback             a host that fails after its first write is left as
+                                    it is for inspection instead of rolled back
           --parallel N              hosts in flight at once (default: inventory's
                                     'parallel', 50)
           --on SELECTION            only these hosts, comma-separated: names, globs

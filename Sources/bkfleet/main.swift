@@ -27,8 +27,11 @@ let usage = """
     Commands:
       apply       push secrets and modules, rebuild, and verify every agent
       plan        show what apply would change, changing nothing
+      rotate      give agents a new token, restart them in batches, revoke the old
       check       validate the inventory offline and render every module
       render      print the module files one host would get
+      status      report every host and agent as it is now, changing nothing
+      retire      stop and remove a host's agents, modules and secrets
       hosts       print the inventory's host names, one per line
       completion  print a completion script for bash, zsh or fish
       help        show this text, or a command's help
@@ -51,26 +54,38 @@ do {
         code = try ApplyCommand.run(words, mode: .apply)
     case "plan":
         code = try ApplyCommand.run(words, mode: .plan)
+    case "rotate":
+        code = try RotateCommand.run(words)
     case "check":
         code = try CheckCommand.run(words)
     case "render":
         code = try RenderCommand.run(words)
     case "hosts":
         code = try HostsCommand.run(words)
+    case "status":
+        code = try StatusCommand.run(words)
+    case "retire":
+        code = try RetireCommand.run(words)
     case "completion":
         code = try CompletionCommand.run(words)
     case "help", "--help", "-h":
-        if let topic = words.first, let text = Help.text(for: topic) {
-            print(text)
+        if let topic = words.first {
+            if let text = Help.text(for: topic) {
+                print(text)
+                code = .success
+            } else {
+                printError("no help for '\(topic)'; see 'bkfleet help' for the commands")
+                code = .usage
+            }
         } else {
             print(usage)
+            code = .success
         }
-        code = .success
     case "--version", "version":
         print("bkfleet \(BKFleetVersion.string)")
         code = .success
     default:
-        let known = ["apply", "plan", "check", "render", "hosts", "completion", "help"]
+        let known = ["apply", "plan", "rotate", "check", "render", "hosts", "completion", "help"]
         let hint = known.min { editDistance($0, command) < editDistance($1, command) }
             .flatMap { editDistance($0, command) <= 2 ? " (did you mean '\($0)'?)" : nil }
         printError("unknown command '\(command)'\(hint ?? ""); see 'bkfleet help'")

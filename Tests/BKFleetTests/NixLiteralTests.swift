@@ -43,8 +43,9 @@ final class NixLiteralTests: XCTestCase {
     }
 
     func test_packages_render_as_pkgs_attributes() {
-        XCTAssertEqual(NixLiteral.render(.list([.package("gnutar"), .package("python3.11")])),
-                       "[ pkgs.gnutar pkgs.\"python3.11\" ]")
+        XCTAssertEqual(NixLiteral.render(.list([.package("gnutar"),
+                                                .package("python3Packages.pytest")])),
+                       "[ pkgs.gnutar pkgs.python3Packages.pytest ]")
     }
 }
 

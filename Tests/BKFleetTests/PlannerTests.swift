@@ -53,11 +53,12 @@ final class PlannerTests: XCTestCase {
         XCTAssertTrue(plan.needsRebuild)
     }
 
-    func test_fresh_host_secrets_go_to_root_and_group_keys_until_the_user_exists() throws {
+    func test_fresh_host_secrets_stay_root_only_until_the_user_exists() throws {
         let desired = try desired()
         let state = try probe(["keysgroup\tyes"])
         let owner = Planner.secretOwnership(agent: desired.agents["plain"]!.profile, on: state)
-        XCTAssertEqual(owner, FileOwnership(owner: "root", group: "keys", mode: "440"))
+        // Not group `keys`: every agent user is in it, so another agent could read it.
+        XCTAssertEqual(owner, FileOwnership(owner: "root", group: "root", mode: "400"))
     }
 
     func test_converged_host_has_an_empty_plan() throws {
@@ -130,6 +131,24 @@ final class PlannerTests: XCTestCase {
         XCTAssertEqual(plan.modules.map(\.file), ["old.nix"])
         XCTAssertEqual(plan.modules.first?.action, .remove)
         XCTAssertTrue(plan.units.contains { $0.agent == "old" && $0.action == .stop })
+    }
+
+    func test_interrupted_switch_forces_a_rebuild_even_when_modules_match() throws {
+        let desired = try desired()
+        let plan = Planner.plan(desired: desired,
+                                state: try probe(converged(desired, extra: ["pending\tyes"])),
+                                secretDir: "/var/lib/bkfleet/secrets")
+        XCTAssertTrue(plan.modules.isEmpty)
+        XCTAssertTrue(plan.needsRebuild)
+        XCTAssertFalse(plan.isEmpty)
+    }
+
+    func test_folder_holding_foreign_files_is_reported_and_never_marked() throws {
+        let state = try probe(["folder\t/var/lib\tforeign", "folder\t/etc/nixos/bkfleet\tabsent"])
+        XCTAssertEqual(Planner.foreignFolders(state, moduleDir: "/etc/nixos/bkfleet",
+                                              secretDir: "/var/lib"), ["/var/lib"])
+        let plan = Planner.plan(desired: try desired(), state: state, secretDir: "/var/lib")
+        XCTAssertEqual(plan.foldersToMark, ["/etc/nixos/bkfleet"])
     }
 
     func test_probe_output_cut_short_is_an_error() {

@@ -74,15 +74,15 @@ final class SecretReaderTests: XCTestCase {
         XCTAssertEqual(value, Array("s3cr3t".utf8))
     }
 
-    func test_failing_command_reports_status_and_stderr_but_not_stdout() {
+    func test_failing_command_reports_status_but_neither_stdout_nor_stderr() {
         let reader = SecretReader(environment: ["PATH": "/usr/bin:/bin"])
         XCTAssertThrowsError(try reader.resolve(
             .command("echo s3cr3t; echo 'vault: permission denied' >&2; exit 3"),
             role: .sshKey("deploy"))) { error in
             let text = "\(error)"
             XCTAssertEqual(text, "SSH key 'deploy': command `echo s3cr3t; echo 'vault: "
-                + "permission denied' >&2; exit 3` exited with status 3: vault: permission "
-                + "denied; run it by hand to see why, or change [ssh_keys.deploy]")
+                + "permission denied' >&2; exit 3` exited with status 3; run it by hand to "
+                + "see why, or change [ssh_keys.deploy]")
         }
     }
 
@@ -97,5 +97,30 @@ final class SecretReaderTests: XCTestCase {
         let reader = SecretReader(environment: ["PATH": "/usr/bin:/bin"])
         let value = try reader.resolve(.command("cat; echo done"), role: .token("t"))
         XCTAssertEqual(value, Array("done".utf8))
+    }
+
+    func test_fifo_and_devices_are_refused_without_waiting() throws {
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("bkfleet-fifo-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        XCTAssertEqual(mkfifo(dir + "/fifo", 0o600), 0)
+        let reader = SecretReader(environment: [:])
+        for path in [dir + "/fifo", "/dev/zero"] {
+            XCTAssertThrowsError(try reader.resolve(.file(path: path), role: .token("t"))) {
+                XCTAssertTrue("\($0)".contains("not a regular file"), "\($0)")
+            }
+        }
+    }
+
+    func test_command_that_outlives_its_timeout_is_stopped_and_its_output_dropped() {
+        let reader = SecretReader(environment: ["PATH": "/usr/bin:/bin"], commandTimeout: 1)
+        let started = Date()
+        XCTAssertThrowsError(try reader.resolve(
+            .command("trap '' TERM; sleep 30; echo late"), role: .token("t"))) {
+            XCTAssertTrue("\($0)".contains("did not finish within 1 s"), "\($0)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10,
+                          "the reader waited for the command instead of stopping it")
     }
 }

@@ -120,6 +120,10 @@ final class ApplyFleetTests: XCTestCase {
             systemctl is-active buildkite-agent-deploy; \
             ls /etc/nixos/bkfleet; ls /var/lib/bkfleet/secrets
             """).out
+        // NixOS's pre-start copies the token into the agent's data folder: it goes too.
+        let data = FleetHarness.exec("builder-01",
+                                     "ls -d /var/lib/buildkite-agent-deploy 2>/dev/null").out
+        XCTAssertEqual(data, "", "the removed agent's data folder (with its token copy) stayed")
         XCTAssertFalse(state.contains("deploy.nix"), state)
         XCTAssertFalse(state.split(separator: "\n").contains("deploy"), state)
         XCTAssertNotEqual(state.split(separator: "\n").first, "active", state)

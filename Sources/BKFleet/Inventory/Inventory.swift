@@ -26,6 +26,24 @@ public enum SecretSource: Hashable, Sendable {
     case environment(name: String)
     /// A command run through `/bin/sh -c`; its standard output is the secret.
     case command(String)
+    /// Only the API-managed token's store holds the value (`[tokens.NAME]` with `api`
+    /// and no file, env or command); see TokenStore.swift.
+    case apiStore
+}
+
+/// Where an API-managed token's current (and, during a rotation, previous) value and id
+/// are kept: a local file bkfleet creates 0600, or a pair of commands.
+public enum TokenStoreLocation: Hashable, Sendable {
+    case file(path: String)
+    /// `read` prints the stored document; `write` gets it on standard input.
+    case commands(read: String, write: String)
+}
+
+/// `api = { cluster = "...", store = "..." }` in a `[tokens.NAME]` section.
+public struct TokenAPI: Hashable, Sendable {
+    /// The cluster's id (UUID) as the REST paths want it.
+    public var cluster: String
+    public var store: TokenStoreLocation
 }
 
 /// A named token or SSH-key source, e.g. `[tokens.default]`.
@@ -33,6 +51,11 @@ public struct NamedSecret: Hashable, Sendable {
     public var name: String
     public var source: SecretSource
     public var location: SourceLocation
+    /// Tokens only: created and revoked through the Buildkite API by `rotate`.
+    public var api: TokenAPI? = nil
+    /// Tokens only: the API id of the token the source gives, so that `rotate` may
+    /// revoke a token bkfleet did not create.
+    public var apiID: String? = nil
 }
 
 /// Settings that apply to every host unless the host overrides them.
@@ -57,6 +80,8 @@ public struct FleetDefaults: Hashable, Sendable {
     public var rebuildTimeout: Double = 1800
     /// Seconds an agent gets to register after its unit (re)started.
     public var verifyTimeout: Double = 60
+    /// Seconds an apply waits for another run's host lock before giving up.
+    public var lockTimeout: Double = 60
 
     public init(knownHosts: String) {
         self.knownHosts = knownHosts
@@ -93,12 +118,35 @@ public struct AgentProfile: Hashable, Sendable {
     /// The agent name shown in Buildkite; nil keeps NixOS's `%hostname-<name>-%n`.
     public var displayName: String?
     public var confinement: Bool = true
+    /// `public = true`: the agent builds untrusted code (public pull requests), so its
+    /// own Nix commands run with `restrict-eval` and it refuses repository hooks,
+    /// plugins and ad-hoc commands (docs/security.md).
+    public var publicBuilds: Bool = false
+    /// With `publicBuilds`: URI prefixes restricted evaluation may still fetch.
+    public var allowedURIs: [String] = []
     public var location: SourceLocation
 
     /// The systemd unit, Unix user and group of this agent on every host.
     public var unitName: String { "buildkite-agent-\(name)" }
     public var userName: String { "buildkite-agent-\(name)" }
     public var dataDir: String { "/var/lib/buildkite-agent-\(name)" }
+}
+
+/// A jump host (bastion) through which a host is reached. Its host key is checked in the
+/// same known_hosts file, under `name`.
+public struct JumpHost: Hashable, Sendable {
+    /// The `[[hosts]]` name it refers to, or its address when written inline.
+    public var name: String
+    public var address: String
+    public var port: Int
+    public var user: String
+
+    public init(name: String, address: String, port: Int, user: String) {
+        self.name = name
+        self.address = address
+        self.port = port
+        self.user = user
+    }
 }
 
 /// One builder.
@@ -112,6 +160,24 @@ public struct Host: Hashable, Sendable {
     public var groups: [String] = []
     public var rebuildCommand: String
     public var location: SourceLocation
+    /// Reached through this jump host; nil connects directly.
+    public var jump: JumpHost? = nil
+
+    /// A host made outside an inventory file (e.g. `retire --address`).
+    public init(name: String, address: String, port: Int, user: String, agents: [String],
+                tags: [String: String] = [:], groups: [String] = [],
+                rebuildCommand: String, location: SourceLocation, jump: JumpHost? = nil) {
+        self.name = name
+        self.address = address
+        self.port = port
+        self.user = user
+        self.agents = agents
+        self.tags = tags
+        self.groups = groups
+        self.rebuildCommand = rebuildCommand
+        self.location = location
+        self.jump = jump
+    }
 }
 
 /// A whole inventory, after every reference has been checked.

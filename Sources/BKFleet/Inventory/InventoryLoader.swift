@@ -12,6 +12,14 @@ public enum InventoryLoader {
     /// Throws `InventoryError` listing every problem found.
     public static func load(path: String, environment: [String: String]) throws -> Inventory {
         let absolute = absolutePath(path)
+        var info = stat()
+        if stat(absolute, &info) == 0 && (info.st_mode & S_IFMT) != S_IFREG {
+            throw InventoryError(diagnostics: [InventoryDiagnostic(
+                location: SourceLocation(file: path, line: 0, column: 0),
+                message: "the inventory is not a regular file"
+                    + ((info.st_mode & S_IFMT) == S_IFDIR ? " (it is a directory)" : "")
+                    + "; give the path of a TOML file")])
+        }
         let bytes: [UInt8]
         do {
             bytes = Array(try Data(contentsOf: URL(fileURLWithPath: absolute)))

@@ -20,6 +20,8 @@ struct InventoryReader {
     let folder: String
     let environment: [String: String]
     private(set) var diagnostics: [InventoryDiagnostic] = []
+    /// `jump` in [defaults], applied to every host that names none.
+    private var defaultJump: JumpSpec?
 
     init(file: String, folder: String, environment: [String: String]) {
         self.file = file
@@ -32,14 +34,15 @@ struct InventoryReader {
     static let defaultsKeys = [
         "user", "port", "identity_file", "identity_passphrase", "ssh_agent", "known_hosts",
         "module_dir", "secret_dir", "parallel", "rebuild_command", "connect_timeout",
-        "command_timeout", "rebuild_timeout", "verify_timeout",
+        "command_timeout", "rebuild_timeout", "verify_timeout", "lock_timeout", "jump",
     ]
     static let buildkiteKeys = ["org", "api_url", "api_token", "ca_file"]
     static let secretKeys = ["file", "env", "command"]
     static let agentKeys = ["token", "ssh_key", "tags", "runtime_packages", "extra_config",
-                            "hooks", "package", "name", "confinement"]
+                            "hooks", "package", "name", "confinement", "public",
+                            "allowed_uris"]
     static let hostKeys = ["name", "address", "port", "user", "agents", "tags", "groups",
-                           "rebuild_command"]
+                           "rebuild_command", "jump"]
     /// Keys people reach for when they mean to paste the secret itself.
     static let inlineSecretKeys = ["value", "token", "secret", "password", "passphrase",
                                    "key", "text", "data", "content", "literal", "string"]
@@ -143,13 +146,17 @@ struct InventoryReader {
             if let command = command(section, "rebuild_command") {
                 defaults.rebuildCommand = command
             }
+            if let found = section["jump"] {
+                defaultJump = jumpSpec(found, in: section, user: defaults.user)
+            }
             for key in ["connect_timeout", "command_timeout", "rebuild_timeout",
-                        "verify_timeout"] {
+                        "verify_timeout", "lock_timeout"] {
                 guard let seconds = seconds(section, key) else { continue }
                 switch key {
                 case "connect_timeout": defaults.connectTimeout = seconds
                 case "command_timeout": defaults.commandTimeout = seconds
                 case "rebuild_timeout": defaults.rebuildTimeout = seconds
+                case "lock_timeout": defaults.lockTimeout = seconds
                 default: defaults.verifyTimeout = seconds
                 }
             }
@@ -269,13 +276,105 @@ struct InventoryReader {
                     + "env = \"NAME\" or command = \"...\" instead")
                 continue
             }
-            guard let source = secretSource(item.value, title: title, key: nil) else {
+            // Tokens may also be API-managed (`api`, `id`: see readTokenAPI).
+            var value = item.value
+            var api: TokenAPI?
+            var apiID: String?
+            var managed = false
+            if table == "tokens", case .table(let entries, let position) = item.value {
+                let extra = entries.filter { $0.key == "api" || $0.key == "id" }
+                if !extra.isEmpty {
+                    let rest = entries.filter { $0.key != "api" && $0.key != "id" }
+                    value = .table(rest, position)
+                    (api, apiID, managed) = readTokenAPI(extra, title: title)
+                    if managed && !rest.contains(where: { Self.secretKeys.contains($0.key) })
+                        && !rest.contains(where: { Self.inlineSecretKeys.contains($0.key) }) {
+                        for entry in rest { unknownKey(entry, in: Section(
+                            title: title, entries: rest, position: position),
+                            allowed: Self.secretKeys + ["api", "id"]) }
+                        result[item.key] = NamedSecret(name: item.key, source: .apiStore,
+                                                       location: location(item.keyPosition),
+                                                       api: api, apiID: apiID)
+                        continue
+                    }
+                }
+            }
+            guard let source = secretSource(value, title: title, key: nil) else {
                 continue
             }
             result[item.key] = NamedSecret(name: item.key, source: source,
-                                           location: location(item.keyPosition))
+                                           location: location(item.keyPosition),
+                                           api: api, apiID: apiID)
         }
         return result
+    }
+
+    /// `api = { cluster = "...", store = "path" }` (or `store_read`/`store_write`
+    /// commands) and `id = "..."` of a `[tokens.NAME]` section. Returns whether `api`
+    /// was given at all, so a broken one does not also draw "no source" errors.
+    private mutating func readTokenAPI(_ entries: [TOMLEntry], title: String)
+        -> (TokenAPI?, String?, Bool) {
+        var api: TokenAPI?
+        var apiID: String?
+        var managed = false
+        for entry in entries {
+            if entry.key == "id" {
+                guard case .string(let text, let at) = entry.value else {
+                    report(entry.value.position, "'id' in \(title): expected a string, e.g. "
+                        + "id = \"b6001416-0e4d-4a6d-a5a2-e4e3e4bc5d2b\"")
+                    continue
+                }
+                if text.isEmpty || text.unicodeScalars.contains(where: {
+                    Names.isControl($0) || $0 == " " || $0 == "/" }) {
+                    report(at, "'id' in \(title) must be the token's API id (no spaces or "
+                        + "'/'), as Buildkite lists it under the cluster's agent tokens")
+                } else {
+                    apiID = text
+                }
+                continue
+            }
+            managed = true
+            guard case .table(let fields, let position) = entry.value else {
+                report(entry.value.position, "'api' in \(title): expected a table, e.g. "
+                    + "api = { cluster = \"CLUSTER-UUID\", store = \"secrets/ci.json\" }")
+                continue
+            }
+            let section = Section(title: "'api' in \(title)", entries: fields,
+                                  position: position)
+            checkKeys(section, allowed: ["cluster", "store", "store_read", "store_write"])
+            let cluster = string(section, "cluster", example: "cluster = \"CLUSTER-UUID\"")
+            if cluster == nil && section["cluster"] == nil {
+                missing(section, "cluster", example: "cluster = \"CLUSTER-UUID\"")
+            }
+            let file = string(section, "store", example: "store = \"secrets/ci.json\"")
+                .flatMap { resolvePath($0.0, at: $0.1, key: "store") }
+            let reader = command(section, "store_read")
+            let writer = command(section, "store_write")
+            var store: TokenStoreLocation?
+            if let file {
+                if reader != nil || writer != nil {
+                    report(position, "\(section.title) gives both store and store_read/"
+                        + "store_write; keep one way of storing the token")
+                } else {
+                    store = .file(path: file)
+                }
+            } else if let reader, let writer {
+                store = .commands(read: reader, write: writer)
+            } else if section["store"] == nil {
+                report(position, "\(section.title) says nowhere to keep the token (Buildkite "
+                    + "shows a new token's value only once); add store = \"path\" or "
+                    + "store_read = \"...\" and store_write = \"...\"")
+            }
+            if let (name, at) = cluster, let store {
+                if name.isEmpty || name.unicodeScalars.contains(where: {
+                    Names.isControl($0) || $0 == " " || $0 == "/" }) {
+                    report(at, "cluster in \(section.title) must be the cluster's id (UUID)")
+                } else {
+                    api = TokenAPI(cluster: name, store: store)
+                }
+            }
+        }
+        return (api, apiID, managed)
     }
 
     /// A secret source: a table with exactly one of `file`, `env` or `command`.
@@ -385,7 +484,10 @@ struct InventoryReader {
 
             if let (name, at) = string(agent, "token", example: "token = \"default\"") {
                 profile.token = name
-                if !tokens.contains(name) {
+                if !tokens.contains(name) && Self.mayBeSecret(name) {
+                    report(at, Self.pastedSecret("agent '\(item.key)'", key: "token",
+                                                 table: "tokens"))
+                } else if !tokens.contains(name) {
                     report(at, "agent '\(item.key)' uses token \(quoted(name)), but there is "
                         + "no [tokens.\(name)]" + DidYouMean.hint(for: name,
                                                                    among: Array(tokens))
@@ -396,7 +498,10 @@ struct InventoryReader {
             }
             if let (name, at) = string(agent, "ssh_key", example: "ssh_key = \"deploy\"") {
                 profile.sshKey = name
-                if !sshKeys.contains(name) {
+                if !sshKeys.contains(name) && Self.mayBeSecret(name) {
+                    report(at, Self.pastedSecret("agent '\(item.key)'", key: "ssh_key",
+                                                 table: "ssh_keys"))
+                } else if !sshKeys.contains(name) {
                     report(at, "agent '\(item.key)' uses ssh_key \(quoted(name)), but there is "
                         + "no [ssh_keys.\(name)]" + DidYouMean.hint(for: name,
                                                                      among: Array(sshKeys))
@@ -440,9 +545,54 @@ struct InventoryReader {
             if let (confined, _) = bool(agent, "confinement", example: "confinement = true") {
                 profile.confinement = confined
             }
+            readPublicHardening(agent, into: &profile)
             result[item.key] = profile
         }
         return result
+    }
+
+    /// buildkite-agent settings that `public = true` writes into the agent's config.
+    static let publicAgentSettings = ["no-local-hooks", "no-plugins", "no-command-eval"]
+
+    /// `public = true` and `allowed_uris`: the hardening for builders of public
+    /// repositories. A public agent must be confined, and its extra_config must not
+    /// set the switches this setting owns.
+    private mutating func readPublicHardening(_ agent: Section, into profile: inout AgentProfile) {
+        if let (flag, at) = bool(agent, "public", example: "public = true") {
+            profile.publicBuilds = flag
+            if flag && !profile.confinement {
+                report(at, "\(agent.title) sets public = true with confinement = false; a "
+                    + "builder of public repositories must run confined: remove "
+                    + "confinement = false")
+            }
+        }
+        if let uris = stringArray(agent, "allowed_uris",
+                                  example: "allowed_uris = [\"https://github.com/\"]") {
+            if !profile.publicBuilds, let first = uris.first {
+                report(first.1, "allowed_uris in \(agent.title) only applies with "
+                    + "public = true; add public = true or remove allowed_uris")
+            }
+            for (uri, at) in uris {
+                if uri.isEmpty || uri.unicodeScalars.contains(where: {
+                    $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+                    report(at, "invalid entry \(quoted(uri)) in allowed_uris of "
+                        + "\(agent.title): write one URI prefix without spaces, e.g. "
+                        + "\"https://github.com/\"")
+                } else {
+                    profile.allowedURIs.append(uri)
+                }
+            }
+        }
+        guard profile.publicBuilds, let entry = agent["extra_config"],
+              case .string(let text, let at) = entry.value else { return }
+        for line in text.split(separator: "\n") {
+            let key = line.split(separator: "=", maxSplits: 1).first
+                .map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+            if Self.publicAgentSettings.contains(key) {
+                report(at, "extra_config in \(agent.title) sets \(key), which public = true "
+                    + "sets to true; remove that line")
+            }
+        }
     }
 
     private mutating func hooks(_ agent: Section) -> [String: String] {
@@ -480,6 +630,7 @@ struct InventoryReader {
         var hosts: [Host] = []
         var names: [String: TOMLPosition] = [:]
         var endpoints: [String: TOMLPosition] = [:]
+        var jumps: [JumpSpec?] = []
         for item in items {
             guard case .table(let entries, let position) = item else {
                 report(item.position, "each entry of 'hosts' must be a table ([[hosts]]), "
@@ -578,12 +729,16 @@ struct InventoryReader {
             }
             let rebuild = command(host, "rebuild_command") ?? defaults.rebuildCommand
 
+            let jump = host["jump"].map { jumpSpec($0, in: host, user: defaults.user) }
+                ?? defaultJump
             if ok {
                 hosts.append(Host(name: name, address: address, port: port, user: user,
                                   agents: agentNames, tags: tags, groups: groups,
                                   rebuildCommand: rebuild, location: location(position)))
+                jumps.append(jump)
             }
         }
+        resolveJumps(&hosts, jumps)
         return hosts
     }
 
@@ -817,7 +972,10 @@ struct InventoryReader {
     }
 
     private mutating func report(_ at: TOMLPosition, _ message: String) {
-        diagnostics.append(InventoryDiagnostic(location: location(at), message: message))
+        // Messages quote inventory text; a control character there must not break the
+        // one-line message or reach the terminal raw (found by Tests/Fuzz).
+        diagnostics.append(InventoryDiagnostic(location: location(at),
+                                               message: TOML.printable(message)))
     }
 
     private func location(_ at: TOMLPosition) -> SourceLocation {
@@ -835,5 +993,105 @@ struct InventoryReader {
             }
         }
         return out + "'"
+    }
+}
+
+// MARK: - Jump hosts
+
+/// A `jump` as written: the name of another [[hosts]] entry (resolved once every host is
+/// read), or an inline `{ address, port, user }`.
+enum JumpSpec {
+    case named(String, TOMLPosition)
+    case inline(JumpHost)
+}
+
+extension InventoryReader {
+    static let jumpKeys = ["address", "port", "user"]
+
+    fileprivate mutating func jumpSpec(_ entry: TOMLEntry, in section: Section,
+                                       user defaultUser: String) -> JumpSpec? {
+        let example = "jump = \"builder-01\" or jump = { address = \"10.0.0.2\" }"
+        switch entry.value {
+        case .string(let name, let at):
+            return .named(name, at)
+        case .table(let entries, let position):
+            let table = Section(title: "'jump' in \(section.title)", entries: entries,
+                                position: position)
+            checkKeys(table, allowed: Self.jumpKeys)
+            guard let (address, at) = string(table, "address",
+                                             example: "address = \"10.0.0.2\"") else {
+                if table["address"] == nil {
+                    missing(table, "address", example: "address = \"10.0.0.2\"")
+                }
+                return nil
+            }
+            if let problem = Names.addressProblem(address) {
+                report(at, "invalid jump address \(quoted(address)): \(problem)")
+                return nil
+            }
+            var user = defaultUser
+            if let (text, at) = string(table, "user", example: "user = \"deploy\"") {
+                if let problem = Names.userNameProblem(text) {
+                    report(at, "invalid jump user \(quoted(text)): \(problem)")
+                    return nil
+                }
+                user = text
+            }
+            return .inline(JumpHost(name: address, address: address,
+                                    port: port(table) ?? 22, user: user))
+        default:
+            wrongType(entry, in: section, expected: "a host name or a table", example: example)
+            return nil
+        }
+    }
+
+    /// Turns named jumps into the named host's address, port and user. A host is never its
+    /// own jump (a fleet-wide jump skips the jump host itself), and a jump host must be
+    /// reachable directly: chains are refused.
+    fileprivate mutating func resolveJumps(_ hosts: inout [Host], _ specs: [JumpSpec?]) {
+        func direct(_ index: Int) -> JumpSpec? {
+            if case .named(let name, _)? = specs[index], name == hosts[index].name { return nil }
+            return specs[index]
+        }
+        for index in hosts.indices {
+            switch direct(index) {
+            case nil:
+                continue
+            case .inline(let jump)?:
+                hosts[index].jump = jump
+            case .named(let name, let at)?:
+                guard let target = hosts.firstIndex(where: { $0.name == name }) else {
+                    report(at, "host '\(hosts[index].name)' jumps through '\(name)', which is "
+                        + "not a [[hosts]] name"
+                        + DidYouMean.hint(for: name, among: hosts.map(\.name))
+                        + "; fix the name or write jump = { address = \"...\" }")
+                    continue
+                }
+                if direct(target) != nil {
+                    report(at, "host '\(hosts[index].name)' jumps through '\(name)', which "
+                        + "itself has a jump; a jump host must be reachable directly (give "
+                        + "'\(name)' jump = \"\(name)\" or remove its jump)")
+                    continue
+                }
+                let via = hosts[target]
+                hosts[index].jump = JumpHost(name: via.name, address: via.address,
+                                             port: via.port, user: via.user)
+            }
+        }
+    }
+
+    /// A reference that cannot be a section name (too long, or with characters names
+    /// never have) may be a token or key pasted in by mistake: it is not repeated.
+    static func mayBeSecret(_ reference: String) -> Bool {
+        reference.count > 40 || reference.unicodeScalars.contains { scalar in
+            !(("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar)
+              || ("0"..."9").contains(scalar) || "-_.".unicodeScalars.contains(scalar))
+        }
+    }
+
+    static func pastedSecret(_ owner: String, key: String, table: String) -> String {
+        "\(owner): \(key) = must name a [\(table).NAME] section, and this value does not "
+            + "look like a name (it is not shown, in case it is the secret itself); write "
+            + "\(key) = \"NAME\" and give [\(table).NAME] a file, env or command"
     }
 }

@@ -91,11 +91,25 @@ public struct SecretReader: Sendable {
             return (Array(value.utf8), "environment variable \(name)")
         case .command(let command):
             return (try run(command, role: role), "command `\(command)`")
+        case .apiStore:
+            // The caller reads an API-managed token through TokenStore; getting here
+            // means its store was empty.
+            throw SecretError(role: role, message: "\(role) is API-managed and its store "
+                + "holds no token yet; run 'bkfleet rotate' to create one, or add file =, "
+                + "env = or command = with the current token to \(role.section)")
         }
     }
 
     private func readFile(_ path: String, role: SecretRole) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // Only a regular file: opening a FIFO would wait for a writer forever, and a
+        // device such as /dev/zero never ends.
+        var before = stat()
+        if stat(path, &before) == 0, (before.st_mode & S_IFMT) != S_IFREG {
+            let what = (before.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"
+            throw SecretError(role: role, message: "\(role): \(path) is \(what); point "
+                + "file = in \(role.section) at the file holding the secret")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
             throw SecretError(role: role, message: "\(role): cannot read file \(path) "
@@ -127,16 +141,24 @@ public struct SecretReader: Sendable {
         return bytes
     }
 
+    /// Runs a store's command with `input` on its standard input; used to write an
+    /// API-managed token's store (TokenStore), so the value never goes in argv.
+    func runCommand(_ command: String, input: [UInt8], role: SecretRole) throws -> [UInt8] {
+        try run(command, role: role, input: input)
+    }
+
     /// Runs `/bin/sh -c command` with stdin from /dev/null and captures stdout. The
     /// command's stderr is shown (last line) only when it fails, never its stdout.
-    private func run(_ command: String, role: SecretRole) throws -> [UInt8] {
+    private func run(_ command: String, role: SecretRole,
+                     input: [UInt8]? = nil) throws -> [UInt8] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", command]
         process.environment = environment
         let output = Pipe()
         let errors = Pipe()
-        process.standardInput = FileHandle.nullDevice
+        let inputPipe = input.map { _ in Pipe() }
+        process.standardInput = inputPipe ?? FileHandle.nullDevice
         process.standardOutput = output
         process.standardError = errors
         do {
@@ -146,6 +168,14 @@ public struct SecretReader: Sendable {
                 + "`\(command)` (\(error.localizedDescription))")
         }
 
+        if let inputPipe, let input {
+            // A store document is small; write it, then close so the command sees EOF.
+            let writer = inputPipe.fileHandleForWriting
+            Thread.detachNewThread {
+                try? writer.write(contentsOf: Data(input))
+                try? writer.close()
+            }
+        }
         // Read stderr on another thread so a chatty command cannot block on a full pipe.
         let stderrBox = ByteBox()
         let stderrDone = DispatchSemaphore(value: 0)
@@ -153,26 +183,44 @@ public struct SecretReader: Sendable {
             stderrBox.bytes = errors.fileHandleForReading.readDataToEndOfFile()
             stderrDone.signal()
         }
-        // LIMITATION: a timeout stops the shell, but a grandchild that keeps stdout open
-        // still holds the read below until it exits.
-        let timer = DispatchWorkItem { if process.isRunning { process.terminate() } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + commandTimeout, execute: timer)
-
+        // Read until the command closes its output or the time is up. At the deadline the
+        // shell gets SIGTERM, then SIGKILL, and whatever it printed is discarded.
+        // LIMITATION: a grandchild that ignores the shell's death keeps running on its
+        // own; bkfleet no longer waits for it or reads its output.
         var bytes: [UInt8] = []
-        let reader = output.fileHandleForReading
+        let fd = output.fileHandleForReading.fileDescriptor
+        let deadline = Date().addingTimeInterval(commandTimeout)
         var tooLarge = false
+        var timedOut = false
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
-            let data = reader.availableData
-            if data.isEmpty { break }
-            if !tooLarge { bytes += data }
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 { timedOut = true; break }
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&entry, 1, Int32(min(left, 1) * 1000))
+            if ready < 0 && errno != EINTR { break }
+            if ready <= 0 { continue }
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            if !tooLarge { bytes += chunk[..<count] }
             if bytes.count > Self.maximumSize {
                 tooLarge = true
                 bytes = []
             }
         }
+        if timedOut {
+            bytes = []
+            process.terminate()
+            let grace = Date().addingTimeInterval(2)
+            while process.isRunning && Date() < grace { usleep(50_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            throw SecretError(role: role, message: "\(role): command `\(command)` did not "
+                + "finish within \(Int(commandTimeout)) s and was stopped; make it finish "
+                + "without waiting for input")
+        }
         process.waitUntilExit()
-        timer.cancel()
-        stderrDone.wait()
+        _ = stderrDone.wait(timeout: .now() + 2)
 
         if process.terminationReason == .uncaughtSignal {
             throw SecretError(role: role, message: "\(role): command `\(command)` was stopped "
@@ -180,9 +228,10 @@ public struct SecretReader: Sendable {
                 + "\(Int(commandTimeout)) s); make it finish without waiting for input")
         }
         if process.terminationStatus != 0 {
-            let said = Self.lastLine(stderrBox.bytes).map { ": \($0)" } ?? ""
+            // Its error output is not shown: a failing secret command may print the
+            // secret (or part of one) on stderr.
             throw SecretError(role: role, message: "\(role): command `\(command)` exited with "
-                + "status \(process.terminationStatus)\(said); run it by hand to see why, or "
+                + "status \(process.terminationStatus); run it by hand to see why, or "
                 + "change \(role.section)")
         }
         if tooLarge {

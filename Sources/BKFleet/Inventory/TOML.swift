@@ -73,6 +73,21 @@ public struct TOMLSyntaxError: Error, Hashable, Sendable {
 }
 
 public enum TOML {
+    /// toml++ quotes the offending input in its messages ("saw 't<newline>'"); control
+    /// characters there would break the one-line message or drive the terminal, so they
+    /// are shown as `\u{..}` escapes.
+    static func printable(_ message: String) -> String {
+        var out = ""
+        for scalar in message.unicodeScalars {
+            if Names.isControl(scalar) {
+                out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
     /// Parses `bytes` (UTF-8 TOML) into the root table.
     public static func parse<Bytes: Collection>(_ bytes: Bytes) throws -> TOMLValue
     where Bytes.Element == UInt8 {
@@ -90,7 +105,7 @@ public enum TOML {
                 ctoml_free_string(text)
             }
             throw TOMLSyntaxError(
-                message: message,
+                message: printable(message),
                 position: TOMLPosition(line: failure.line, column: failure.column))
         }
         defer { ctoml_free(doc) }

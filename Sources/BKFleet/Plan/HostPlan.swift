@@ -64,31 +64,38 @@ public struct HostPlan: Sendable {
     /// Agents whose Unix user does not exist yet: their secrets go to `root` first and
     /// to the agent's user after the switch creates it.
     public var handover: [String] = []
+    /// An earlier run's switch did not finish (failed, killed or timed out): rebuild even
+    /// though the module files already match.
+    public var pendingSwitch = false
+    /// Temporary files a killed run left in the secret folders; the push removes them.
+    public var leftoverTempFiles: [String] = []
+    /// Managed folders that do not exist yet or are empty: the push creates and marks them.
+    public var foldersToMark: [String] = []
 
     /// NixOS must switch when a module changed, or when a unit NixOS should have started
     /// is missing (an earlier run wrote the module but its switch did not finish).
     public init() {}
 
     public var needsRebuild: Bool {
-        !modules.isEmpty || units.contains { $0.actor == .rebuild }
+        !modules.isEmpty || pendingSwitch || units.contains { $0.actor == .rebuild }
     }
     public var isEmpty: Bool {
         modules.isEmpty && secrets.isEmpty && ownership.isEmpty && units.isEmpty
-            && removedAgents.isEmpty
+            && removedAgents.isEmpty && !pendingSwitch && leftoverTempFiles.isEmpty
+            && foldersToMark.isEmpty
     }
 }
 
 public enum Planner {
     /// The owner, group and mode a secret file must have on this host right now.
-    /// Before the first switch the agent's user does not exist: the file goes to root,
-    /// readable by group `keys` (which NixOS puts agents in) where that group exists.
+    /// Before the first switch the agent's user does not exist: the file stays root's
+    /// alone (not group `keys`, which every agent user is in) until the switch has made
+    /// the user; then bkfleet hands it over and starts the agent.
     static func secretOwnership(agent: AgentProfile, on state: HostState) -> FileOwnership {
         if state.agents[agent.name]?.uid != nil {
             return FileOwnership(owner: agent.userName, group: agent.userName, mode: "400")
         }
-        return state.hasKeysGroup
-            ? FileOwnership(owner: "root", group: "keys", mode: "440")
-            : FileOwnership(owner: "root", group: "root", mode: "400")
+        return FileOwnership(owner: "root", group: "root", mode: "400")
     }
 
     static func secretDirOwnership(agent: AgentProfile, on state: HostState)
@@ -96,15 +103,26 @@ public enum Planner {
         if state.agents[agent.name]?.uid != nil {
             return FileOwnership(owner: agent.userName, group: agent.userName, mode: "700")
         }
-        return FileOwnership(owner: "root", group: state.hasKeysGroup ? "keys" : "root",
-                             mode: "750")
+        return FileOwnership(owner: "root", group: "root", mode: "700")
     }
 
     static let secretRootOwnership = FileOwnership(owner: "root", group: "root", mode: "711")
 
-    public static func plan(desired: DesiredState, state: HostState, secretDir: String)
-        -> HostPlan {
+    /// Managed folders that hold things bkfleet did not put there. bkfleet refuses such
+    /// a host: listing, re-moding or emptying them could destroy what is not its own.
+    public static func foreignFolders(_ state: HostState, moduleDir: String,
+                                      secretDir: String) -> [String] {
+        [moduleDir, secretDir].filter { state.folders[$0] == "foreign" }
+    }
+
+    public static func plan(desired: DesiredState, state: HostState, secretDir: String,
+                            moduleDir: String = "/etc/nixos/bkfleet") -> HostPlan {
         var plan = HostPlan()
+        plan.pendingSwitch = state.switchPending
+        plan.leftoverTempFiles = state.agents.values.flatMap(\.tempFiles).sorted()
+        plan.foldersToMark = [moduleDir, secretDir].filter {
+            ["absent", "empty"].contains(state.folders[$0] ?? "marked")
+        }
 
         // 1. Module files: the index and one per agent; anything else bkfleet left in its
         //    own folder is removed.

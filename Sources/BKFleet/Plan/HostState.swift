@@ -56,6 +56,8 @@ public struct AgentOnHost: Equatable, Sendable {
     public var unit = UnitState()
     /// Registration lines the agent logged since its unit last started.
     public var logLines: [String] = []
+    /// When each secret file last changed (seconds since the epoch, host clock).
+    public var secretModified: [SecretKind: Int] = [:]
 }
 
 public struct HostState: Equatable, Sendable {
@@ -68,7 +70,14 @@ public struct HostState: Equatable, Sendable {
     public var modules: [String: String] = [:]
     public var secretRoot: FileOwnership?
     public var hasKeysGroup = false
+    /// Folder path → `absent`, `empty`, `marked` (made by bkfleet) or `foreign`.
+    public var folders: [String: String] = [:]
+    /// An earlier run wrote modules but its switch did not finish.
+    public var switchPending = false
     public var agents: [String: AgentOnHost] = [:]
+    /// The run record of the last successful apply or retire (`time`, `run`,
+    /// `operator`, `action`, `version`); empty when bkfleet never finished one here.
+    public var lastApply: [String: String] = [:]
 
     public init() {}
 
@@ -102,6 +111,8 @@ public struct HostState: Equatable, Sendable {
         case "module" where fields.count == 3:
             modules[fields[1]] = Self.decodeBase64(fields[2]) ?? ""
         case "keysgroup": hasKeysGroup = fields[1] == "yes"
+        case "folder" where fields.count == 3: folders[fields[1]] = fields[2]
+        case "pending": switchPending = fields[1] == "yes"
         case "secretroot":
             secretRoot = Self.ownership(fields.dropFirst().joined(separator: "\t"))
         case "secretdir" where fields.count == 3:
@@ -125,6 +136,16 @@ public struct HostState: Equatable, Sendable {
                                        omittingEmptySubsequences: false)
             guard pair.count == 2 else { return }
             agent(fields[1]) { $0.unit.properties[String(pair[0])] = String(pair[1]) }
+        case "secretmtime" where fields.count == 3:
+            let rest = fields[2].split(separator: "\t").map(String.init)
+            guard rest.count == 2, let secretKind = SecretKind(rawValue: rest[0]),
+                  let seconds = Int(rest[1]) else { return }
+            agent(fields[1]) { $0.secretModified[secretKind] = seconds }
+        case "lastapply":
+            for pair in (Self.decodeBase64(fields[1]) ?? "").split(separator: "\n") {
+                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                if parts.count == 2 { lastApply[parts[0]] = parts[1] }
+            }
         case "log" where fields.count == 3:
             agent(fields[1]) { $0.logLines.append(fields[2]) }
         default:

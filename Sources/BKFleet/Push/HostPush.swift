@@ -6,10 +6,16 @@ import Foundation
 extension HostRun {
     /// Writes secrets and modules in one round trip, secret bytes on standard input.
     func push(_ session: SSHSession, plan: HostPlan, desired: DesiredState,
-                      state: HostState) throws {
+                      state: HostState, backup: String? = nil) throws {
         var ops = PushBatch()
         let dirs = inventory.defaults
+        let rootOnly = FileOwnership(owner: "root", group: "root", mode: "644")
+        let marker = Array("Managed by bkfleet: files here are created and removed by it.\n"
+                           .utf8)
         ops.dir(dirs.secretDir, Planner.secretRootOwnership)
+        if plan.foldersToMark.contains(dirs.secretDir) {
+            ops.write("\(dirs.secretDir)/.bkfleet", rootOnly, marker)
+        }
         for name in desired.agents.keys.sorted() {
             let agent = desired.agents[name]!.profile
             ops.dir("\(dirs.secretDir)/\(name)",
@@ -29,8 +35,16 @@ extension HostRun {
                                                  kind: change.kind))
         }
         for repair in plan.ownership { ops.own(repair.path, repair.to) }
-        if !plan.modules.isEmpty {
+        if !plan.modules.isEmpty || plan.foldersToMark.contains(dirs.moduleDir) {
             ops.dir(dirs.moduleDir, FileOwnership(owner: "root", group: "root", mode: "755"))
+        }
+        if plan.foldersToMark.contains(dirs.moduleDir) {
+            ops.write("\(dirs.moduleDir)/.bkfleet", rootOnly, marker)
+        }
+        if plan.needsRebuild {
+            // Cleared once the switch succeeded; while it stands, every run rebuilds, so
+            // a failed, killed or timed-out switch is never mistaken for convergence.
+            ops.write("\(dirs.moduleDir)/.bkfleet-switch-pending", rootOnly, [])
         }
         for change in plan.modules {
             let path = "\(dirs.moduleDir)/\(change.file)"
@@ -44,7 +58,8 @@ extension HostRun {
         context.events.event(host: host.name, step: .push,
                              message: "\(written) secret(s), \(plan.modules.count) module file(s)")
         _ = try remote(session, .push, script: RemoteScripts.push, name: "bkfleet-push",
-                       arguments: [dirs.moduleDir, dirs.secretDir], stdin: ops.payload())
+                       arguments: [dirs.moduleDir, dirs.secretDir] + (backup.map { [$0] } ?? []),
+                       stdin: ops.payload())
     }
 
     /// After the switch: secrets of agents whose user did not exist yet go to that user,
@@ -54,8 +69,21 @@ extension HostRun {
         var ops = PushBatch()
         let secretDir = inventory.defaults.secretDir
         var restart = Set(plan.units.filter { $0.actor == .bkfleet }.map(\.agent))
+        let wanted = desired.agents.keys.sorted()
+        let fresh = wanted.isEmpty ? HostState() : try unitStates(session, agents: wanted)
+        if plan.needsRebuild {
+            // The switch went through: clear the mark that forces the next run to rebuild,
+            // and start any agent the switch should have started but did not (a unit
+            // whose definition was already live after an interrupted switch).
+            ops.remove("\(inventory.defaults.moduleDir)/.bkfleet-switch-pending")
+            for name in wanted {
+                let unit = fresh.agents[name]?.unit ?? UnitState()
+                if !unit.loaded || ["inactive", "failed"].contains(unit.activeState) {
+                    restart.insert(name)
+                }
+            }
+        }
         if !plan.handover.isEmpty {
-            let fresh = try unitStates(session, agents: plan.handover)
             for name in plan.handover {
                 guard let agent = desired.agents[name], fresh.agents[name]?.uid != nil
                         || fresh.agents[name]?.unit.loaded == true else { continue }
@@ -69,12 +97,15 @@ extension HostRun {
                 if fresh.agents[name]?.unit.isRunning != true { restart.insert(name) }
             }
         }
-        for name in plan.removedAgents { ops.removeDirectory("\(secretDir)/\(name)") }
+        for name in plan.removedAgents {
+            ops.removeDirectory("\(secretDir)/\(name)")
+            ops.removeAgentData(name)
+        }
         if !ops.isEmpty {
             context.events.event(host: host.name, step: .handover,
                                  message: "secrets to agent users: \(plan.handover.joined(separator: ", "))")
             _ = try remote(session, .handover, script: RemoteScripts.push, name: "bkfleet-push",
-                           arguments: [inventory.defaults.moduleDir, secretDir],
+                           arguments: [inventory.defaults.moduleDir, secretDir, backupDir],
                            stdin: ops.payload())
         }
         if !restart.isEmpty {

@@ -24,6 +24,11 @@ struct PushBatch {
         header("rm \(path) - - - 0")
     }
 
+    /// A removed agent's data folder (it holds NixOS's copy of the agent's token).
+    mutating func removeAgentData(_ agent: String) {
+        header("rmdata \(agent) - - - 0")
+    }
+
     mutating func removeDirectory(_ path: String) {
         header("rmdir \(path) - - - 0")
     }

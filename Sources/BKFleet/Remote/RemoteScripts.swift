@@ -10,7 +10,8 @@ enum RemoteScripts {
     /// Records: `hostname`, `now`, `generation`, `config` (configuration.nix, base64),
     /// `module NAME BASE64`, `secretdir AGENT OWNER GROUP MODE`,
     /// `secret AGENT KIND SHA256 OWNER GROUP MODE`, `tempfile PATH`, `user AGENT UID`,
-    /// `keysgroup yes|no`, `unit AGENT KEY=VALUE`, `log AGENT LINE`.
+    /// `keysgroup yes|no`, `unit AGENT KEY=VALUE`, `log AGENT LINE`,
+    /// `secretmtime AGENT KIND EPOCH`, `lastapply BASE64` (the run record).
     static let probe = #"""
 set -u
 \#(unitReport)
@@ -23,7 +24,18 @@ if [ -f /etc/nixos/configuration.nix ]; then
   printf 'config\t%s\n' "$(base64 -w0 < /etc/nixos/configuration.nix)"
 fi
 agents=" $* "
-if [ -d "$mdir" ]; then
+# Each managed folder is `absent`, `empty`, `marked` (bkfleet made it: it holds the
+# .bkfleet marker) or `foreign` (it holds other things): bkfleet lists, changes and
+# removes only inside folders that are absent, empty or marked.
+for d in "$mdir" "$sdir"; do
+  if [ ! -e "$d" ]; then st=absent
+  elif [ -f "$d/.bkfleet" ]; then st=marked
+  elif [ -d "$d" ] && [ -z "$(ls -A "$d" 2>/dev/null)" ]; then st=empty
+  else st=foreign; fi
+  printf 'folder\t%s\t%s\n' "$d" "$st"
+done
+if [ -f "$mdir/.bkfleet-switch-pending" ]; then printf 'pending\tyes\n'; fi
+if [ -f "$mdir/.bkfleet" ]; then
   for f in "$mdir"/*.nix; do
     [ -f "$f" ] || continue
     name=${f##*/}
@@ -31,7 +43,7 @@ if [ -d "$mdir" ]; then
     case $name in default.nix) ;; *) a=${name%.nix}; case $agents in *" $a "*) ;; *) agents="$agents$a ";; esac;; esac
   done
 fi
-if [ -d "$sdir" ]; then
+if [ -f "$sdir/.bkfleet" ]; then
   printf 'secretroot\t%s\n' "$(stat -c '%U	%G	%a' "$sdir")"
   for d in "$sdir"/*/; do
     [ -d "$d" ] || continue
@@ -39,6 +51,7 @@ if [ -d "$sdir" ]; then
     case $agents in *" $a "*) ;; *) agents="$agents$a ";; esac
   done
 fi
+if [ -f \#(runRecord) ]; then printf 'lastapply\t%s\n' "$(base64 -w0 < \#(runRecord))"; fi
 if getent group keys >/dev/null 2>&1; then printf 'keysgroup\tyes\n'; else printf 'keysgroup\tno\n'; fi
 for a in $agents; do
   d=$sdir/$a
@@ -48,6 +61,7 @@ for a in $agents; do
       [ -f "$d/$kind" ] || continue
       sum=$(sha256sum < "$d/$kind"); sum=${sum%% *}
       printf 'secret\t%s\t%s\t%s\t%s\n' "$a" "$kind" "$sum" "$(stat -c '%U	%G	%a' "$d/$kind")"
+      printf 'secretmtime\t%s\t%s\t%s\n' "$a" "$kind" "$(stat -c %Y "$d/$kind")"
     done
     for t in "$d"/.*.bkfleet-tmp.*; do [ -e "$t" ] && printf 'tempfile\t%s\n' "$t"; done
   fi
@@ -61,27 +75,60 @@ printf 'end\n'
     /// `write PATH OWNER GROUP MODE LENGTH` followed by LENGTH bytes, written to a
     /// temporary file in the same directory (created 0600, filled, chowned, chmodded,
     /// synced), then renamed over PATH; `own PATH OWNER GROUP MODE`; `dir PATH OWNER
-    /// GROUP MODE`; `rm PATH`; `rmdir PATH` (a whole agent secret folder); `end`.
+    /// GROUP MODE`; `rm PATH`; `rmdir PATH` (a whole agent secret folder); `rmdata AGENT`
+    /// (a removed agent's data folder, /var/lib/buildkite-agent-AGENT); `end`.
     /// Arguments: module dir and secret dir; every path must lie inside one of them.
+    /// Optional third argument: this run's backup folder (root-only): before a path is
+    /// first replaced, removed or re-owned, its current file (or a `.absent` marker) is
+    /// copied there, so that a rollback can put it back; other runs' backups are removed.
     /// Interrupted (lost connection, short input), it removes its temporary file.
     static let push = #"""
 set -u
 umask 077
-mdir=$1; sdir=$2
+mdir=$1; sdir=$2; bdir=${3:-}
 tmp=
 trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
 trap 'exit 1' HUP INT TERM PIPE
 inside() {
   case $1 in *..*) return 1;; "$mdir"|"$mdir"/*|"$sdir"|"$sdir"/*) return 0;; *) return 1;; esac
 }
+backup() {
+  [ -n "$bdir" ] || return 0
+  rec=$bdir/files$1
+  if [ -e "$rec" ] || [ -e "$rec.absent" ]; then return 0; fi
+  mkdir -p "${rec%/*}" || return 1
+  if [ -f "$1" ]; then
+    tmp=$rec.bkfleet-tmp
+    cp -p "$1" "$tmp" && sync "$tmp" && mv -f "$tmp" "$rec" || return 1
+    tmp=
+  elif [ ! -e "$1" ]; then
+    : > "$rec.absent" || return 1
+  fi
+}
 for d in "$mdir" "$sdir"; do
   [ -d "$d" ] && find "$d" -maxdepth 2 -name '.*.bkfleet-tmp.*' -type f -delete
   # Parents of the managed folders are ordinary system folders: world-traversable.
   (umask 022 && mkdir -p "${d%/*}") || exit 1
 done
+if [ -n "$bdir" ]; then
+  mkdir -p "$bdir" || exit 1
+  find "$bdir" -name '*.bkfleet-tmp' -type f -delete
+  for old in "${bdir%/*}"/*; do [ "$old" = "$bdir" ] || rm -rf "$old"; done
+fi
 while IFS=' ' read -r op path owner group mode len; do
   [ "$op" = end ] && { echo ok; exit 0; }
+  if [ "$op" = rmdata ]; then
+    # A removed agent's data folder holds the copy of its token that NixOS's pre-start
+    # writes (buildkite-agent.cfg) and of its SSH key: it goes with the agent.
+    case $path in *[!a-z0-9-]*|"") echo "bad agent name $path" >&2; exit 2;; esac
+    rm -rf "/var/lib/buildkite-agent-$path" || exit 1
+    continue
+  fi
   inside "$path" || { echo "refusing path outside managed folders: $path" >&2; exit 2; }
+  case $op in
+    write|rm|own) backup "$path" || exit 1 ;;
+    rmdir) for f in "$path"/*; do [ -f "$f" ] && { backup "$f" || exit 1; }; done ;;
+  esac
   case $op in
     write)
       dir=${path%/*}; base=${path##*/}
@@ -157,11 +204,165 @@ report_unit() {
 }
 """#
 
+    /// Where a successful apply or retire leaves its run record: `key=value` lines
+    /// (time, run, operator, action, version). Not secret; read back by the probe.
+    static let runRecord = "/var/lib/bkfleet/last-apply"
+
+    /// Writes the run record atomically. Arguments: its `key=value` lines.
+    static let recordRun = #"""
+set -u
+umask 022
+f=\#(runRecord)
+mkdir -p "${f%/*}" || exit 1
+tmp=$(mktemp "$f.bkfleet-tmp.XXXXXX") || exit 1
+if printf '%s\n' "$@" > "$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$f"; then exit 0; fi
+rm -f "$tmp"
+exit 1
+"""#
+
     /// Restarts the named units and reports nothing but systemctl's own errors.
     static let restart = #"""
 set -u
 units=
 for a in "$@"; do units="$units buildkite-agent-$a.service"; done
 systemctl restart $units
+"""#
+
+    // MARK: - Faults: host lock, detached rebuild, rollback
+
+    /// Takes the host lock, an flock on /run/bkfleet.lock held by this script's process
+    /// for as long as its standard input stays open: when bkfleet ends, or its connection
+    /// or process dies, sshd closes that input and the lock goes with it, so a killed
+    /// run never leaves a lock behind. Arguments: seconds to wait, run id, holder text
+    /// (operator machine, pid, start time), then the caller's own. Prints `lockwait
+    /// HOLDER` while it waits, `lockbusy HOLDER` and exits 75 when time runs out. A lock
+    /// held by the same run id (its connection dropped but the host has not noticed yet)
+    /// is taken over by ending that holder. Also prints `stalebackup PATH` for backups
+    /// left by runs that died. Continue with a body, then `lockHold`.
+    static let lockTake = #"""
+set -u
+lwait=$1; lrun=$2; lwho=$3; shift 3
+lock=/run/bkfleet.lock
+umask 077
+exec 9>>"$lock" || { echo "cannot open $lock" >&2; exit 1; }
+holder() { tr '\n\t' '  ' < "$lock"; }
+if ! flock -n 9; then
+  h=$(holder)
+  case $h in "run=$lrun "*)
+    old=${h##*holder-pid=}; old=${old%% *}
+    if [ -n "$old" ] && grep -q bkfleet-lock "/proc/$old/cmdline" 2>/dev/null; then
+      kill "$old" 2>/dev/null
+    fi;;
+  esac
+  printf 'lockwait\t%s\n' "$h"
+  if ! flock -w "$lwait" 9; then printf 'lockbusy\t%s\n' "$(holder)"; exit 75; fi
+fi
+printf 'run=%s %s holder-pid=%s\n' "$lrun" "$lwho" "$$" > "$lock"
+printf 'locked\n'
+# Backups left by a run that died before verifying (they hold old secret copies).
+for b in /var/lib/bkfleet/backup/*; do [ -e "$b" ] && printf 'stalebackup\t%s\n' "$b"; done
+umask 022
+"""#
+
+    /// The end of every lock script: says `end`, then holds the lock until standard
+    /// input closes, and marks the lock file free.
+    static let lockHold = #"""
+printf 'end\n'
+# Only this shell holds fd 9, so ending it (a takeover) frees the lock at once.
+cat > /dev/null 9>&-
+: > "$lock"
+"""#
+
+    /// The probe under the host lock, in one round trip (apply only; plan takes no lock).
+    static let lockedProbe = lockTake + "\n" + probe + "\n" + lockHold
+
+    /// The lock alone, taken again after a reconnect.
+    static let lockOnly = lockTake + "\n" + lockHold
+
+    /// Starts the rebuild as a transient systemd unit `bkfleet-rebuild-RUN` (or
+    /// `bkfleet-rollback-RUN`), so that a dropped connection cannot stop a switch half
+    /// way. Output goes to DIR/RUN/KIND.log, the exit status to DIR/RUN/KIND.status
+    /// (written whole, by rename). Keeps the ten newest run folders. Arguments: run id,
+    /// runs folder, kind (`rebuild` or `rollback`), the command. Starting twice is a no-op;
+    /// while an earlier run's rebuild unit is still active it prints `busy UNIT` instead.
+    static let rebuildStart = #"""
+set -u
+run=$1; dir=$2; kind=$3; cmd=$4
+umask 077
+rd=$dir/$run; unit=bkfleet-$kind-$run
+mkdir -p "$rd" || exit 1
+chmod 700 "$dir" || exit 1
+ls -1t "$dir" | tail -n +11 | while IFS= read -r old; do
+  [ "$dir/$old" = "$rd" ] || rm -rf "${dir:?}/$old"; done
+if [ -e "$rd/$kind.status" ] || systemctl is-active -q "$unit"; then echo started; exit 0; fi
+# A killed run's rebuild may still be going: never run two at once.
+other=$(systemctl list-units --plain --no-legend --state=active 'bkfleet-rebuild-*' \
+  'bkfleet-rollback-*' 2>/dev/null | while read -r u _; do echo "$u"; break; done)
+if [ -n "$other" ]; then echo "busy $other"; exit 0; fi
+set -- --setenv=PATH="$PATH"
+[ -n "${NIX_PATH:-}" ] && set -- "$@" --setenv=NIX_PATH="$NIX_PATH"
+systemd-run --quiet --collect --unit="$unit" "$@" /bin/sh -c \
+  '/bin/sh -c "$3" > "$1/$2.log" 2>&1; echo $? > "$1/$2.status.tmp"
+   mv -f "$1/$2.status.tmp" "$1/$2.status"' \
+  bkfleet-rebuild "$rd" "$kind" "$cmd" || exit 1
+echo started
+"""#
+
+    /// Waits up to SECONDS for a detached rebuild to end. Prints `running`, or `lost`
+    /// (the unit is gone without a status: killed), or `status N`, `generation G`,
+    /// `output` followed by the command's output. Arguments: run id, runs folder, kind,
+    /// seconds.
+    static let rebuildWait = #"""
+set -u
+run=$1; dir=$2; kind=$3; max=$4
+rd=$dir/$run; unit=bkfleet-$kind-$run
+i=0; gone=0
+while [ ! -e "$rd/$kind.status" ]; do
+  if systemctl is-active -q "$unit"; then gone=0; else gone=$((gone + 1)); fi
+  if [ "$gone" -ge 3 ] && [ ! -e "$rd/$kind.status" ]; then echo lost; exit 0; fi
+  if [ "$i" -ge "$max" ]; then echo running; exit 0; fi
+  sleep 1; i=$((i + 1))
+done
+printf 'status\t%s\n' "$(cat "$rd/$kind.status")"
+printf 'generation\t%s\n' "$(readlink /nix/var/nix/profiles/system 2>/dev/null || echo -)"
+echo output
+cat "$rd/$kind.log" 2>/dev/null
+"""#
+
+    /// Puts back what a run's push replaced: every file saved in the backup folder is
+    /// copied back atomically (temporary file, sync, rename), every `.absent` marker's
+    /// path is removed. Arguments: backup folder. Prints `restored N`.
+    static let restore = #"""
+set -u
+umask 077
+bdir=$1
+[ -d "$bdir/files" ] || { echo 'restored 0'; exit 0; }
+tmp=
+trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+n=0
+for rec in $(cd "$bdir/files" && find . -type f ! -name '*.bkfleet-tmp' | sort); do
+  p=${rec#.}
+  case $p in
+    *.absent) rm -f "${p%.absent}" || exit 1 ;;
+    *)
+      mkdir -p "${p%/*}" || exit 1
+      tmp=$(mktemp "${p%/*}/.${p##*/}.bkfleet-tmp.XXXXXX") || exit 1
+      cp -p "$bdir/files$p" "$tmp" && sync "$tmp" && mv -f "$tmp" "$p" || exit 1
+      tmp= ;;
+  esac
+  n=$((n + 1))
+done
+sync
+echo "restored $n"
+"""#
+
+    /// Removes a run's backup folder once the host verified (or was rolled back), with
+    /// any left by runs that died. Argument: this run's backup folder.
+    static let dropBackup = #"""
+set -u
+case $1 in */backup/?*) ;; *) echo "not a backup folder: $1" >&2; exit 2 ;; esac
+for b in "${1%/*}"/*; do [ -e "$b" ] && rm -rf "$b"; done
+exit 0
 """#
 }

@@ -43,7 +43,7 @@ public struct ModuleRenderer: Sendable {
             "confinement": .bool(agent.confinement),
             "tags": .attrs(agent.tags.mapValues { .string($0) }),
             "runtimePackages": .list(agent.runtimePackages.map { .package($0) }),
-            "extraConfig": .string(agent.extraConfig),
+            "extraConfig": .string(Self.extraConfig(agent)),
             "hooks": .attrs(agent.hooks.mapValues { .string($0) }),
             "package": .package(agent.package),
         ]
@@ -53,10 +53,41 @@ public struct ModuleRenderer: Sendable {
         filled["nameSetting"] = agent.displayName.map {
             "    name = \(NixLiteral.render(.string($0)));\n"
         } ?? ""
+        // Only a public agent's module gains this line, so other modules stay
+        // byte-for-byte what earlier versions rendered.
+        filled["unitEnvironment"] = agent.publicBuilds
+            ? "      environment.NIX_CONFIG = "
+                + NixLiteral.render(.string(Self.nixConfig(agent))) + ";\n"
+            : ""
         filled["agent"] = agent.name
         filled["agentAttr"] = NixLiteral.attributeName(agent.name)
         filled["unitAttr"] = NixLiteral.attributeName(agent.unitName)
         return try Templates.fill(templates.agent, name: "agent.nix", filled)
+    }
+}
+
+extension ModuleRenderer {
+    /// buildkite-agent settings a public agent gets: no hooks from the checked-out
+    /// repository, no plugins, no commands other than scripts (docs/security.md).
+    public static let publicAgentConfig = [
+        "no-local-hooks=true", "no-plugins=true", "no-command-eval=true",
+    ]
+
+    /// The agent's `extraConfig`: the inventory's text, then the public switches.
+    static func extraConfig(_ agent: AgentProfile) -> String {
+        guard agent.publicBuilds else { return agent.extraConfig }
+        let own = agent.extraConfig
+        let joined = own.isEmpty || own.hasSuffix("\n") ? own : own + "\n"
+        return joined + publicAgentConfig.joined(separator: "\n")
+    }
+
+    /// `NIX_CONFIG` for a public agent's unit: restricted evaluation for the Nix
+    /// commands the agent and its jobs run. It is the unit's environment, not the
+    /// host's nix.conf, so `nixos-rebuild` and other users are unaffected.
+    // LIMITATION: a job that runs arbitrary shell can unset NIX_CONFIG; this guards
+    // evaluation of repository Nix code in fixed pipelines, not hostile commands.
+    static func nixConfig(_ agent: AgentProfile) -> String {
+        "restrict-eval = true\nallowed-uris = " + agent.allowedURIs.joined(separator: " ")
     }
 }
 

@@ -11,7 +11,8 @@ public indirect enum NixValue: Equatable, Sendable {
     case list([NixValue])
     /// Attribute sets render with their keys sorted, so output is stable.
     case attrs([String: NixValue])
-    /// `pkgs.<name>`: a package attribute, checked to be a plain identifier.
+    /// `pkgs.<path>`: a package attribute path such as `gnutar` or
+    /// `python3Packages.pytest`; each dotted segment is one attribute.
     case package(String)
 }
 
@@ -37,8 +38,9 @@ public enum NixLiteral {
                 "\(attributeName(key)) = \(render(set[key]!));"
             }
             return "{ " + body.joined(separator: " ") + " }"
-        case .package(let name):
-            return "pkgs." + attributeName(name)
+        case .package(let path):
+            return (["pkgs"] + path.split(separator: ".", omittingEmptySubsequences: false)
+                .map { attributeName(String($0)) }).joined(separator: ".")
         }
     }
 

@@ -6,10 +6,14 @@
 public struct PlanPrinter {
     public var color: Bool
     public var moduleDir: String
+    /// Applied to every printed line: a module diff shows inventory text, and a secret
+    /// pasted into a module-bound value must not reach the screen.
+    public var scrub: (String) -> String
 
-    public init(color: Bool, moduleDir: String) {
+    public init(color: Bool, moduleDir: String, scrub: @escaping (String) -> String = { $0 }) {
         self.color = color
         self.moduleDir = moduleDir
+        self.scrub = scrub
     }
 
     private func paint(_ text: String, _ code: String) -> String {
@@ -23,6 +27,10 @@ public struct PlanPrinter {
 
     /// The changes planned for one host, or nothing when it already matches.
     public func lines(for report: HostReport, address: String) -> [String] {
+        unscrubbedLines(for: report, address: address).map(scrub)
+    }
+
+    private func unscrubbedLines(for report: HostReport, address: String) -> [String] {
         guard let plan = report.plan, !plan.isEmpty else { return [] }
         var out = [paint("\(report.host)", "1") + " (\(address))"]
         for change in plan.modules {
@@ -59,7 +67,13 @@ public struct PlanPrinter {
             out.append("    new agent users: " + plan.handover.joined(separator: ", ")
                        + " (secrets go to root until the switch creates them)")
         }
-        out.append(plan.needsRebuild ? "    rebuild: yes" : "    rebuild: no")
+        if !plan.leftoverTempFiles.isEmpty {
+            out.append(marked(.remove, "\(plan.leftoverTempFiles.count) temporary file(s) "
+                              + "left by an interrupted run"))
+        }
+        out.append(plan.pendingSwitch
+                   ? "    rebuild: yes (an earlier switch did not finish)"
+                   : plan.needsRebuild ? "    rebuild: yes" : "    rebuild: no")
         if let deep = report.deepOutput {
             out.append("    NixOS says (dry-activate of the staged modules):")
             out += deep.split(separator: "\n").map { "      " + $0 }

@@ -11,6 +11,12 @@ final class HostRun {
     var inventory: Inventory { context.inventory }
     var log: HostLog
     private let started = Date()
+    /// The command holding the host lock on the current session (apply only).
+    var hostLock: SSHHeldCommand?
+    /// The system profile's generation after this run's switch, once known.
+    var generationAfterRebuild: String?
+    /// The lock round trip found backups left by a run that died before verifying.
+    var staleBackups = false
 
     init(host: Host, context: RunContext) {
         self.host = host
@@ -38,17 +44,32 @@ final class HostRun {
     // MARK: - The steps
 
     private func converge(_ report: inout HostReport) throws {
-        let session = try connect()
-        defer { session.close() }
+        var session = try connect()
+        defer {
+            releaseLock()
+            session.close()
+        }
 
-        let state = try probe(session)
-        try checkImport(state)
+        let state = context.options.dryRun ? try probe(session) : try lockedProbe(session)
+        // A host being retired gets an empty index whether or not NixOS imports it.
+        if !context.options.retire { try checkImport(state) }
         let desired = try step(.plan) {
             try DesiredState(host: host, inventory: inventory, renderer: context.renderer,
                              secrets: context.secrets)
         }
+        let foreign = Planner.foreignFolders(state, moduleDir: inventory.defaults.moduleDir,
+                                             secretDir: inventory.defaults.secretDir)
+        if !foreign.isEmpty {
+            throw HostFailure(.plan, "\(foreign.joined(separator: " and ")) already "
+                              + "hold\(foreign.count == 1 ? "s" : "") files bkfleet did not "
+                              + "put there; bkfleet manages only a folder of its own (new, "
+                              + "empty, or made by bkfleet). Set module_dir / secret_dir to "
+                              + "such a folder, e.g. /etc/nixos/bkfleet and "
+                              + "/var/lib/bkfleet/secrets. Nothing was changed.")
+        }
         let plan = Planner.plan(desired: desired, state: state,
-                                secretDir: inventory.defaults.secretDir)
+                                secretDir: inventory.defaults.secretDir,
+                                moduleDir: inventory.defaults.moduleDir)
         report.plan = plan
         report.snapshot = HostSnapshot(state)
         try checkApproved(report)
@@ -64,37 +85,55 @@ final class HostRun {
             if let bad = report.agents.first(where: { !$0.ok }) {
                 throw HostFailure(.verify, "agent \(bad.agent): \(bad.detail)")
             }
+            if staleBackups { dropBackup(session) }
+            if context.options.retire { try verifyRetired(session, state: state) }
+            recordRun(session)
             return
         }
 
         report.outcome = .changed
-        try push(session, plan: plan, desired: desired, state: state)
-        if plan.needsRebuild {
-            try rebuild(session)
-            report.rebuilt = true
+        // From the first write on, a failure rolls the host back to what the probe saw
+        // (see HostRollback.swift) unless --no-rollback.
+        do {
+            try push(session, plan: plan, desired: desired, state: state, backup: backupDir)
+            if plan.needsRebuild {
+                session = try rebuild(session, handover: plan.handover)
+                report.rebuilt = true
+            }
+            try finish(session, plan: plan, desired: desired)
+            report.agents = try verifyAfterChange(session, plan: plan, desired: desired,
+                                                  before: state)
+            if let bad = report.agents.first(where: { !$0.ok }) {
+                throw HostFailure(.verify, "agent \(bad.agent): \(bad.detail)")
+            }
+        } catch let failure as HostFailure {
+            throw rollBack(&session, after: failure, before: state)
         }
-        try finish(session, plan: plan, desired: desired)
-        report.agents = try verifyAfterChange(session, plan: plan, desired: desired,
-                                              before: state)
-        if let bad = report.agents.first(where: { !$0.ok }) {
-            throw HostFailure(.verify, "agent \(bad.agent): \(bad.detail)")
-        }
+        dropBackup(session)
+        if context.options.retire { try verifyRetired(session, state: state) }
+        recordRun(session)
     }
 
     /// Connects, checks the host key before anything else is sent, and logs in.
-    private func connect() throws -> SSHSession {
+    func connect() throws -> SSHSession {
         let endpoint = SSHEndpoint(name: host.name, address: host.address, port: host.port)
         let defaults = inventory.defaults
+        // The jump host (if any) is connected, checked and logged in to first.
+        let jump = try connectJump()
         context.events.event(host: host.name, step: .connect,
-                             message: "connecting to \(endpoint.addressAndPort)")
+                             message: "connecting to \(endpoint.addressAndPort)"
+                                + (host.jump.map { " through \($0.name)" } ?? ""))
         let session: SSHSession
         do {
             session = try SSHSession.connect(to: endpoint, timeout: defaults.connectTimeout,
-                                             keepaliveSeconds: 15)
+                                             keepaliveSeconds: 15, via: jump)
         } catch {
+            jump?.close()
             throw HostFailure(.connect, "\(error); check the host's address and port in "
-                              + "the inventory and that sshd runs there (waited up to "
-                              + "\(Int(defaults.connectTimeout)) s, connect_timeout)")
+                              + "the inventory and that sshd runs there"
+                              + (host.jump.map { " and is reachable from \($0.name)" } ?? "")
+                              + " (waited up to \(Int(defaults.connectTimeout)) s, "
+                              + "connect_timeout)")
         }
         do {
             try checkHostKey(session)
@@ -108,8 +147,16 @@ final class HostRun {
         return session
     }
 
-    private func checkHostKey(_ session: SSHSession) throws {
+    func checkHostKey(_ session: SSHSession) throws {
         let file = inventory.defaults.knownHosts
+        // A known_hosts that exists but is no readable file would otherwise look like a
+        // changed key; say what is really wrong.
+        var info = stat()
+        if stat(file, &info) == 0 && ((info.st_mode & S_IFMT) != S_IFREG
+                                       || access(file, R_OK) != 0) {
+            throw HostFailure(.hostKey, "cannot read known_hosts \(file): it is not a "
+                              + "readable file; fix known_hosts in [defaults]. Nothing was sent.")
+        }
         switch session.checkHostKey(knownHostsFile: file) {
         case .match:
             return
@@ -138,7 +185,7 @@ final class HostRun {
         }
     }
 
-    private func probe(_ session: SSHSession) throws -> HostState {
+    func probe(_ session: SSHSession) throws -> HostState {
         context.events.event(host: host.name, step: .probe, message: "reading state")
         let output = try remote(session, .probe, script: RemoteScripts.probe,
                                 name: "bkfleet-probe",

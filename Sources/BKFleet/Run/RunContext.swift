@@ -17,6 +17,12 @@ public struct RunOptions: Sendable {
     /// Applying a saved plan: each host must still plan exactly as approved, or it is
     /// refused with what drifted.
     public var approved: [String: SavedHostPlan]?
+    /// Leave a host whose verification failed after a switch as it is, for inspection,
+    /// instead of rolling it back (`--no-rollback`).
+    public var noRollback = false
+    /// `retire`: the hosts are given with no agents; their import check is skipped and
+    /// the run ends by proving no agent of theirs still runs.
+    public var retire = false
 
     public init() {}
 }
@@ -31,6 +37,18 @@ public final class RunContext: @unchecked Sendable {
     public let events: EventSink
     /// Folder for this run's per-host logs.
     public let runDirectory: String
+    /// Names this run on the hosts: in the host lock's holder text, the rebuild's
+    /// systemd unit and the backup folder. UTC time plus random hex, safe in unit names.
+    public let runID: String = {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss"
+        return formatter.string(from: Date()) + "-"
+            + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    }()
+    /// `retire`: the agents the inventory gave each retired host, checked stopped too.
+    public var retiredAgents: [String: [String]] = [:]
 
     public init(inventory: Inventory, renderer: ModuleRenderer, secrets: SecretValues,
                 identity: SSHIdentity, options: RunOptions,
@@ -49,10 +67,24 @@ public final class RunContext: @unchecked Sendable {
     /// Removes every secret value from `text` before it is stored or shown.
     public func scrub(_ text: String) -> String {
         var out = text
-        for value in secrets.all {
+        // Longest first, so a secret that contains another is replaced whole.
+        let values = secrets.all.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
+        for value in values {
             let secret = String(decoding: value, as: UTF8.self)
-            guard !secret.isEmpty else { continue }
-            out = out.replacingOccurrences(of: secret, with: "[secret \(Digest.fingerprint(value))]")
+            out = out.replacingOccurrences(of: secret,
+                                           with: "[secret \(Digest.fingerprint(value))]")
+        }
+        // A command may print one line of a key (a failing parser quoting its input):
+        // long lines of multi-line secrets go too, PEM armour lines excepted.
+        for value in values {
+            let lines = String(decoding: value, as: UTF8.self)
+                .split(whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+            guard lines.count > 1 else { continue }
+            for line in lines where line.utf8.count >= BoundSecretCheck.minimumLineLength
+                && !line.hasPrefix("-----") {
+                out = out.replacingOccurrences(
+                    of: String(line), with: "[part of secret \(Digest.fingerprint(value))]")
+            }
         }
         return out
     }

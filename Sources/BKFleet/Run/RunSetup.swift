@@ -8,6 +8,9 @@ public enum SetupError: Error, CustomStringConvertible {
     /// A secret source could not be read; the message names the secret and its source.
     case secret(message: String, usedBy: String?)
     case runDirectory(path: String, underlying: String)
+    /// Module-bound inventory values hold a secret's value (BoundSecretCheck.swift);
+    /// one located message per finding, none showing the value.
+    case boundSecret([String])
 
     public var description: String {
         switch self {
@@ -16,6 +19,8 @@ public enum SetupError: Error, CustomStringConvertible {
                               ?? " (nothing was changed)")
         case .runDirectory(let path, let underlying):
             return "cannot create the run's log folder \(path): \(underlying)"
+        case .boundSecret(let problems):
+            return problems.joined(separator: "\n")
         }
     }
 }
@@ -28,8 +33,15 @@ public enum RunSetup {
         let agents = Set(hosts.flatMap(\.agents)).sorted().compactMap { inventory.agents[$0] }
         for agent in agents {
             if values.tokens[agent.token] == nil, let source = inventory.tokens[agent.token] {
-                values.tokens[agent.token] = try read(source.source, .token(agent.token),
-                                                      agent: agent)
+                // An API-managed token's store wins over its source once it holds a value,
+                // so an apply after a rotation never puts back the revoked token.
+                if let api = source.api, let stored = try storedToken(api, source.name,
+                                                                      agent: agent) {
+                    values.tokens[agent.token] = SecretValue(bytes: stored)
+                } else {
+                    values.tokens[agent.token] = try read(source.source, .token(agent.token),
+                                                          agent: agent)
+                }
             }
             if let key = agent.sshKey, values.sshKeys[key] == nil,
                let source = inventory.sshKeys[key] {
@@ -37,6 +49,15 @@ public enum RunSetup {
             }
         }
         return values
+    }
+
+    private static func storedToken(_ api: TokenAPI, _ name: String,
+                                    agent: AgentProfile) throws -> [UInt8]? {
+        do {
+            return try TokenStore(location: api.store, token: name).read().current?.bytes
+        } catch let error as SecretError {
+            throw SetupError.secret(message: error.message, usedBy: "agent \(agent.name)")
+        }
     }
 
     private static func read(_ source: SecretSource, _ role: SecretRole,
@@ -75,7 +96,7 @@ public enum RunSetup {
                     problems.append("\(place): environment variable \(name) is not set; "
                                     + "export it before apply")
                 }
-            case .command:
+            case .command, .apiStore:
                 break
             }
         }
@@ -98,14 +119,36 @@ public enum RunSetup {
         var passphrase: [UInt8]?
         if let source = defaults.identityPassphrase {
             passphrase = try read(source, .identityPassphrase, usedBy: nil)
+        } else if (try? IdentityFileInfo.inspect(path: path))?.encrypted == true {
+            // Asked once here, before any host starts, rather than per host.
+            guard let typed = PassphrasePrompt.ask(for: path) else {
+                throw SetupError.secret(
+                    message: "identity file \(path) is passphrase-protected and no passphrase "
+                        + "was given: set identity_passphrase = { env = \"NAME\" } (or file or "
+                        + "command) in [defaults], run bkfleet on a terminal to be asked, or "
+                        + "load the key into ssh-agent and set ssh_agent = true",
+                    usedBy: nil)
+            }
+            passphrase = typed
         }
         return .file(path: path, passphrase: passphrase)
     }
 
     /// Registration checks through the API when the inventory gives access to it.
     public static func registrations(for inventory: Inventory) throws -> RegistrationSource {
-        guard let api = inventory.buildkite else { return .agentLog }
-        let token = try read(api.token, .apiToken, usedBy: "registration checks")
+        try registrations(for: inventory, apiToken: apiToken(for: inventory))
+    }
+
+    /// The Buildkite API token's value, read once, when the inventory has `[buildkite]`.
+    public static func apiToken(for inventory: Inventory) throws -> [UInt8]? {
+        guard let api = inventory.buildkite else { return nil }
+        return try read(api.token, .apiToken, usedBy: "registration checks")
+    }
+
+    /// Registration checks with an API token already read by `apiToken(for:)`.
+    public static func registrations(for inventory: Inventory, apiToken: [UInt8]?)
+        -> RegistrationSource {
+        guard let api = inventory.buildkite, let token = apiToken else { return .agentLog }
         return .api(RegistrationBoard(client: BuildkiteClient(api: api, token: token)))
     }
 

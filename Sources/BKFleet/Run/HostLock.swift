@@ -1,0 +1,123 @@
+// The host lock and reconnecting: apply takes an flock on the host in the same round trip
+// as its probe and holds it through a command that lives as long as the SSH session, so
+// two runs never interleave on one host and a killed run's lock dies with its connection.
+// After a dropped connection the run reconnects and takes its own lock back. Plans take
+// no lock: they write nothing, not even a lock file.
+import Foundation
+
+extension HostRun {
+    /// Who holds the lock, as other runs will see it: operator machine, pid, start time.
+    var lockHolderText: String {
+        let machine = ProcessInfo.processInfo.hostName
+            .replacingOccurrences(of: " ", with: "_")
+        let started = ISO8601DateFormatter().string(from: Date())
+        return "host=\(machine) pid=\(getpid()) started=\(started)"
+    }
+
+    /// Takes the host lock and reads the host's state in one round trip (apply only).
+    func lockedProbe(_ session: SSHSession) throws -> HostState {
+        context.events.event(host: host.name, step: .probe,
+                             message: "taking the host lock, reading state")
+        let output = try takeLock(session, script: RemoteScripts.lockedProbe,
+                                  arguments: [inventory.defaults.moduleDir,
+                                              inventory.defaults.secretDir] + host.agents)
+        return try step(.probe) { try HostState.parse(output) }
+    }
+
+    /// Takes the lock again on a new session of the same run (after a reconnect).
+    func relock(_ session: SSHSession) throws {
+        _ = try takeLock(session, script: RemoteScripts.lockOnly, arguments: [])
+    }
+
+    func releaseLock() {
+        hostLock?.release()
+        hostLock = nil
+    }
+
+    private func takeLock(_ session: SSHSession, script: String, arguments: [String]) throws
+        -> String {
+        let wait = inventory.defaults.lockTimeout
+        let command = Shell.command(
+            script: script, name: "bkfleet-lock",
+            arguments: [String(Int(wait.rounded(.up))), context.runID, lockHolderText]
+                + arguments,
+            sudo: host.user != "root")
+        let (held, result) = try step(.probe) {
+            try session.startHeld(
+                command, marker: "end", timeout: wait + inventory.defaults.commandTimeout,
+                label: "bkfleet-lock") { line in
+                    guard line.hasPrefix("lockwait\t") else { return }
+                    let holder = Self.describeHolder(String(line.dropFirst(9)))
+                    context.events.event(host: host.name, step: .probe,
+                                         message: "waiting up to \(Int(wait)) s for the host "
+                                         + "lock, held by \(holder)")
+                }
+        }
+        if let held {
+            hostLock = held
+            staleBackups = result.stdoutText.contains("\nstalebackup\t")
+            return result.stdoutText
+        }
+        let lines = result.stdoutText.split(separator: "\n").map(String.init)
+        if result.exitStatus == 75,
+           let busy = lines.first(where: { $0.hasPrefix("lockbusy\t") }) {
+            throw HostFailure(.probe, """
+                host lock /run/bkfleet.lock is held by \
+                \(Self.describeHolder(String(busy.dropFirst(9)))); waited \(Int(wait)) s \
+                (lock_timeout) and changed nothing. Let that run finish and rerun; a run \
+                that died releases the lock when its SSH session ends.
+                """)
+        }
+        let err = context.scrub(result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))
+        if err.contains("a password is required") || err.contains("a terminal is required") {
+            throw HostFailure(.probe, "sudo on the host wants a password for \(host.user); "
+                              + "give it NOPASSWD for bkfleet's commands, or log in as root")
+        }
+        throw HostFailure(.probe, "bkfleet-lock exited with status \(result.exitStatus) "
+                          + "before taking the host lock: \(err)")
+    }
+
+    /// `run=R host=H pid=P started=T holder-pid=Q` as a phrase for messages.
+    static func describeHolder(_ text: String) -> String {
+        var fields: [String: String] = [:]
+        for word in text.split(separator: " ") {
+            let parts = word.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { fields[parts[0]] = parts[1] }
+        }
+        guard let run = fields["run"] else {
+            return "another process (holder unknown: \(text.isEmpty ? "no holder text" : text))"
+        }
+        return "bkfleet run \(run) from \(fields["host"] ?? "?") (pid \(fields["pid"] ?? "?"))"
+            + ", started \(fields["started"] ?? "?")"
+    }
+
+    /// Drops the session (and the lock it carried) and connects again, taking the lock
+    /// back under the same run id: bounded attempts with growing pauses.
+    func reconnect(_ old: SSHSession, step: Step, attempts: Int = 5) throws -> SSHSession {
+        releaseLock()
+        old.close()
+        var last: Error?
+        for attempt in 1...attempts {
+            Thread.sleep(forTimeInterval: Double(min(2 * attempt, 10)))
+            context.events.event(host: host.name, step: step,
+                                 message: "reconnecting (attempt \(attempt) of \(attempts))")
+            do {
+                let session = try connect()
+                do {
+                    try relock(session)
+                } catch {
+                    session.close()
+                    throw error
+                }
+                log.write("reconnected (attempt \(attempt)) and took the host lock back")
+                return session
+            } catch {
+                last = error
+                log.write("reconnect attempt \(attempt) failed: \(error)")
+            }
+        }
+        let reason = (last as? HostFailure)?.message ?? last.map { "\($0)" } ?? "?"
+        throw HostFailure(step, "lost the connection and could not reconnect in \(attempts) "
+                          + "attempts; last error: \(reason)")
+    }
+}

@@ -1,0 +1,52 @@
+// The end of a successful apply or retire on one host: the run record bkfleet keeps on
+// the host (RemoteScripts.runRecord) for `status` to show, and, for retire, the proof
+// that none of the host's agents still runs. The record holds no secret; writing it is
+// best effort and never fails a host that converged.
+import Foundation
+
+extension HostRun {
+    /// Writes `time`, `run`, `operator`, `action` and `version` to the host's run record.
+    func recordRun(_ session: SSHSession) {
+        let environment = ProcessInfo.processInfo.environment
+        let user = environment["USER"] ?? environment["LOGNAME"] ?? "unknown"
+        let lines = [
+            "time=\(Int(Date().timeIntervalSince1970))",
+            "run=\((context.runDirectory as NSString).lastPathComponent)",
+            "operator=\(user)@\(ProcessInfo.processInfo.hostName)",
+            "action=\(context.options.retire ? "retire" : "apply")",
+            "version=\(BKFleetVersion.string)",
+        ]
+        do {
+            _ = try remote(session, .done, script: RemoteScripts.recordRun,
+                           name: "bkfleet-record", arguments: lines)
+        } catch let failure as HostFailure {
+            log.write("could not write the run record \(RemoteScripts.runRecord): "
+                      + failure.message)
+        } catch {
+            log.write("could not write the run record: \(error)")
+        }
+    }
+
+    /// After a retire's rebuild: every agent the host had (found by the probe) or the
+    /// inventory gave it must be stopped and unloaded.
+    func verifyRetired(_ session: SSHSession, state: HostState) throws {
+        let names = Set(state.agents.keys).union(context.retiredAgents[host.name] ?? [])
+            .sorted()
+        guard !names.isEmpty else { return }
+        context.events.event(host: host.name, step: .verify,
+                             message: "checking that \(names.joined(separator: ", ")) stopped")
+        let now = try unitStates(session, agents: names)
+        let alive = names.filter { name in
+            let unit = now.agents[name]?.unit ?? UnitState()
+            return unit.loaded && unit.activeState != "inactive"
+                && unit.activeState != "failed"
+        }
+        if !alive.isEmpty {
+            throw HostFailure(.verify, "still running after the rebuild: "
+                              + alive.map { "buildkite-agent-\($0).service" }
+                                .joined(separator: ", ")
+                              + "; check the host's configuration.nix for agents bkfleet "
+                              + "does not manage, then rerun retire")
+        }
+    }
+}

@@ -1,0 +1,244 @@
+// `bkfleet rotate` end to end on the test fleet and its Buildkite stand-in: an
+// API-managed token is replaced on every agent in queue-safe batches and the old one
+// revoked; a host whose agent cannot start on the new token is put back on the old one,
+// nothing is revoked, and a rerun after the fix finishes the rotation.
+import Foundation
+import XCTest
+
+final class RotateFleetTests: XCTestCase {
+    let hosts = ["builder-01", "builder-02", "builder-03"]
+    /// Agent names as the stand-in sees them, and their queue.
+    let queues = ["builder-01-builder-1": "nix", "builder-02-builder-1": "nix",
+                  "builder-03-builder-1": "nix", "builder-01-deploy-1": "deploy",
+                  "builder-02-deploy-1": "deploy"]
+
+    override func setUpWithError() throws {
+        try FleetHarness.requireFleet()
+        continueAfterFailure = true
+        // API-made tokens from earlier runs go; the setup tokens are valid again.
+        _ = standin("POST", "/_test/reset", body: "{}")
+        FleetHarness.reset(hosts)
+    }
+
+    override func tearDown() {
+        _ = standin("POST", "/_test/reset", body: "{}")
+    }
+
+    // MARK: Helpers
+
+    /// A request to the stand-in, trusting the fleet's CA; the JSON answer.
+    func standin(_ method: String, _ path: String, body: String? = nil,
+                 header: String? = nil) -> Any? {
+        var arguments = ["-sS", "--cacert", FleetHarness.clientDir + "/ca.pem", "-X", method,
+                         "https://10.250.0.1" + path, "-w", "\n%{http_code}"]
+        if let body { arguments += ["-H", "Content-Type: application/json", "-d", body] }
+        // A header holding a token travels on stdin, not argv.
+        if header != nil { arguments += ["-H", "@/dev/stdin"] }
+        let result = FleetHarness.run("/usr/bin/curl", arguments, stdin: header)
+        var lines = result.out.split(separator: "\n", omittingEmptySubsequences: false)
+        lastStatus = Int(lines.popLast() ?? "") ?? 0
+        return try? JSONSerialization.jsonObject(with: Data(lines.joined(separator: "\n").utf8))
+    }
+    var lastStatus = 0
+
+    func tokens() -> [[String: Any]] {
+        (standin("GET", "/_test/tokens") as? [String: Any])?["tokens"] as? [[String: Any]]
+            ?? standin("GET", "/_test/tokens") as? [[String: Any]] ?? []
+    }
+
+    func token(fingerprint: String) -> [String: Any]? {
+        tokens().first { $0["fingerprint"] as? String == fingerprint }
+    }
+
+    /// The newest record of each agent name.
+    func agents() -> [String: [String: Any]] {
+        let all = (standin("GET", "/_test/agents") as? [String: Any])?["agents"]
+            as? [[String: Any]] ?? standin("GET", "/_test/agents") as? [[String: Any]] ?? []
+        var newest: [String: [String: Any]] = [:]
+        for agent in all {
+            guard let name = agent["name"] as? String else { continue }
+            let created = agent["created_at"] as? String ?? ""
+            if created >= (newest[name]?["created_at"] as? String ?? "") { newest[name] = agent }
+        }
+        return newest
+    }
+
+    func fingerprint(_ text: String) -> String {
+        let result = FleetHarness.run("/usr/bin/sha256sum", [], stdin: text)
+        return "sha256:" + result.out.prefix(12)
+    }
+
+    func inventory(store: String = "store/default.json") throws -> String {
+        let text = FleetHarness.standardInventory(hostsOverride: """
+            [[hosts]]
+            name = "builder-01"
+            address = "10.250.0.11"
+            agents = ["builder", "deploy"]
+            [[hosts]]
+            name = "builder-02"
+            address = "10.250.0.12"
+            agents = ["builder", "deploy"]
+            [[hosts]]
+            name = "builder-03"
+            address = "10.250.0.13"
+            agents = ["builder"]
+            """)
+        let secondID = token(fingerprint: fingerprint(FleetHarness.tokenValue("second")))?["id"]
+            as? String ?? "unknown"
+        let managed = text.replacingOccurrences(
+            of: "[tokens.default]\nfile = \"@FLEET@/tokens/default.token\"",
+            with: """
+                [tokens.default]
+                file = "@FLEET@/tokens/second.token"
+                id = "\(secondID)"
+                api = { cluster = "default", store = "\(store)" }
+                """)
+        XCTAssertNotEqual(managed, text, "inventory template changed; update this test")
+        return try FleetHarness.inventory(managed)
+    }
+
+    func storeDocument(_ inventory: String) -> [String: Any] {
+        let path = (inventory as NSString).deletingLastPathComponent + "/store/default.json"
+        let data = FileManager.default.contents(atPath: path) ?? Data()
+        return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+    }
+
+    func current(_ document: [String: Any], _ key: String = "current") -> (String, String)? {
+        guard let entry = document[key] as? [String: Any], let value = entry["value"] as? String,
+              let id = entry["id"] as? String else { return nil }
+        return (value, id)
+    }
+
+    // MARK: Scenarios
+
+    func test_rotation_through_the_api_moves_every_agent_and_revokes_the_old_token() throws {
+        let inventory = try inventory()
+        let old = FleetHarness.tokenValue("second")
+        let oldPrint = fingerprint(old)
+        let applied = FleetHarness.bkfleet(["apply", inventory])
+        XCTAssertEqual(applied.status, 0, applied.all)
+
+        // A dry run creates nothing and says what it would do.
+        let tokensBefore = tokens().count
+        let dry = FleetHarness.bkfleet(["rotate", inventory, "--dry-run", "--batch", "1"])
+        XCTAssertEqual(dry.status, 0, dry.all)
+        XCTAssertTrue(dry.out.contains("would push the token of deploy on builder-02"), dry.out)
+        XCTAssertTrue(dry.out.contains("would revoke \(oldPrint)"), dry.out)
+        XCTAssertEqual(tokens().count, tokensBefore, "a dry run created a token")
+
+        // A job running on builder-02 is allowed to finish by the restart.
+        _ = standin("POST", "/_test/jobs", body: #"{"agent": "builder-02-builder-1", "seconds": 20}"#)
+        Thread.sleep(forTimeInterval: 3)
+        let since = (standin("GET", "/_test/events?since=0") as? [String: Any])?["next_seq"]
+            as? Int ?? 0
+
+        let rotated = FleetHarness.bkfleet(["rotate", inventory, "--batch", "1"])
+        XCTAssertEqual(rotated.status, 0, rotated.all)
+        XCTAssertFalse(rotated.all.contains(old), "old token value in the output")
+
+        let (newValue, newID) = try XCTUnwrap(current(storeDocument(inventory)), rotated.all)
+        XCTAssertFalse(rotated.all.contains(newValue), "new token value in the output")
+        XCTAssertNil(current(storeDocument(inventory), "previous"), "old token kept in the store")
+        let storePath = (inventory as NSString).deletingLastPathComponent + "/store/default.json"
+        let mode = try FileManager.default.attributesOfItem(atPath: storePath)[.posixPermissions]
+        XCTAssertEqual((mode as? NSNumber)?.intValue, 0o600)
+
+        // Every agent re-registered with the new token and is connected.
+        let now = agents()
+        for name in queues.keys {
+            XCTAssertEqual(now[name]?["token_id"] as? String, newID, "\(name): \(now[name] ?? [:])")
+            XCTAssertEqual(now[name]?["connection_state"] as? String, "connected", name)
+        }
+        // The old token is revoked, and registering with it is refused.
+        XCTAssertNotNil(token(fingerprint: oldPrint)?["revoked_at"] as? String)
+        _ = standin("POST", "/v3/register", body: #"{"name": "probe"}"#,
+                    header: "Authorization: Token \(old)")
+        XCTAssertEqual(lastStatus, 401)
+
+        // No host keeps the old value (token files, backups) and the job finished.
+        let oldSum = String(FleetHarness.run("/usr/bin/sha256sum", [], stdin: old).out.prefix(64))
+        for host in hosts {
+            let sums = FleetHarness.exec(host, "find /var/lib/bkfleet /etc/nixos -type f "
+                                         + "-exec sha256sum {} +")
+            XCTAssertTrue(sums.out.contains("/var/lib/bkfleet/secrets/builder/token"), sums.all)
+            XCTAssertFalse(sums.out.contains(oldSum), "\(host) keeps the old token: \(sums.out)")
+        }
+        let jobs = (standin("GET", "/_test/jobs") as? [String: Any])?["jobs"] as? [[String: Any]]
+            ?? standin("GET", "/_test/jobs") as? [[String: Any]] ?? []
+        XCTAssertEqual(jobs.last?["state"] as? String, "finished", "\(jobs.last ?? [:])")
+
+        // With --batch 1, each queue kept a connected agent at every moment.
+        let events = (standin("GET", "/_test/events?since=\(since)") as? [String: Any])?["events"]
+            as? [[String: Any]] ?? []
+        var up = Set(queues.keys)
+        var sawDown = false
+        for event in events {
+            guard let name = event["agent_name"] as? String, queues[name] != nil else { continue }
+            switch event["type"] as? String {
+            case "disconnect", "lost": up.remove(name); sawDown = true
+            case "connect", "reconnect": up.insert(name)
+            default: continue
+            }
+            for queue in Set(queues.values) {
+                XCTAssertTrue(up.contains { queues[$0] == queue },
+                              "queue \(queue) had no connected agent at event \(event)")
+            }
+        }
+        XCTAssertTrue(sawDown, "no disconnect seen: the agents were not restarted")
+
+        // A later apply keeps the new token: the store wins over the old source file.
+        let again = FleetHarness.bkfleet(["apply", inventory])
+        XCTAssertEqual(again.status, 0, again.all)
+        XCTAssertTrue(again.out.contains("0 changed"), again.out)
+    }
+
+    func test_a_host_that_fails_goes_back_to_the_old_token_and_a_rerun_finishes() throws {
+        let inventory = try inventory()
+        let old = FleetHarness.tokenValue("second")
+        let oldPrint = fingerprint(old)
+        let applied = FleetHarness.bkfleet(["apply", inventory])
+        XCTAssertEqual(applied.status, 0, applied.all)
+
+        // builder-03's agent refuses to start with any token but the old one.
+        let oldSum = FleetHarness.run("/usr/bin/sha256sum", [], stdin: old).out.prefix(64)
+        let breakIt = FleetHarness.exec("builder-03", """
+            d=/etc/systemd/system/buildkite-agent-builder.service.d
+            mkdir -p $d && cat > $d/zz-rotate-test.conf <<'X'
+            [Service]
+            ExecStartPre=+/bin/sh -c 'test "$$(sha256sum < /var/lib/bkfleet/secrets/builder/token | cut -c1-64)" = \(oldSum)'
+            X
+            systemctl daemon-reload
+            """)
+        XCTAssertEqual(breakIt.status, 0, breakIt.all)
+
+        let failed = FleetHarness.bkfleet(["rotate", inventory])
+        XCTAssertNotEqual(failed.status, 0, failed.all)
+        XCTAssertTrue(failed.out.contains("FAILED  builder-03"), failed.out)
+        XCTAssertTrue(failed.out.contains("\(oldPrint): ") && failed.out.contains("builder-03/builder"),
+                      failed.out)
+        XCTAssertNil(token(fingerprint: oldPrint)?["revoked_at"] as? String,
+                     "old token revoked despite the failure")
+        let onHost = FleetHarness.exec("builder-03", "sha256sum < "
+                                       + "/var/lib/bkfleet/secrets/builder/token").out
+        XCTAssertEqual(String(onHost.prefix(64)), String(oldSum), "builder-03 not on the old token")
+        let agent = agents()["builder-03-builder-1"]
+        XCTAssertEqual(agent?["token_fingerprint"] as? String, oldPrint, "\(agent ?? [:])")
+        XCTAssertEqual(agent?["connection_state"] as? String, "connected")
+        XCTAssertNotNil(current(storeDocument(inventory), "previous"),
+                        "the store must keep the old token until it is revoked")
+
+        // Fixed, a rerun finishes: everyone on the new token, the old one revoked.
+        FleetHarness.exec("builder-03", """
+            rm -rf /etc/systemd/system/buildkite-agent-builder.service.d
+            systemctl daemon-reload
+            """)
+        let rerun = FleetHarness.bkfleet(["rotate", inventory])
+        XCTAssertEqual(rerun.status, 0, rerun.all)
+        let (_, newID) = try XCTUnwrap(current(storeDocument(inventory)))
+        let now = agents()
+        for name in queues.keys {
+            XCTAssertEqual(now[name]?["token_id"] as? String, newID, "\(name): \(now[name] ?? [:])")
+        }
+        XCTAssertNotNil(token(fingerprint: oldPrint)?["revoked_at"] as? String)
+    }
+}

@@ -1,0 +1,257 @@
+// Secrets on the test fleet: no token on any process's command line or environment on a
+// host during an apply, rebuild output scrubbed before it is logged or shown, host keys
+// (changed keys refused even with --accept-new-host-keys, unknown keys recorded only
+// when asked), non-root SSH users, public-repository hardening on a real unit, and an
+// inventory holding a secret refused before any byte is sent. Not the unit-level checks
+// (BoundSecretCheckTests, ModuleEscapingTests).
+import BKFleet
+import Foundation
+import XCTest
+
+final class SecretLeakFleetTests: XCTestCase {
+    override func setUpWithError() throws {
+        try FleetHarness.requireFleet()
+    }
+
+    var token: String { FleetHarness.tokenValue() }
+    var fingerprint: String { Digest.fingerprint(Array(token.utf8)) }
+
+    /// Paths of files on `host` (outside /proc, /sys and the store) holding the token;
+    /// the secret files bkfleet manages are the only allowed ones.
+    func filesHoldingToken(_ host: String) -> [String] {
+        let found = FleetHarness.exec(host, """
+            grep -rlF -- "$(cat /var/lib/bkfleet/secrets/*/token 2>/dev/null | head -n 1)" \
+              /etc /var /tmp /root /home /run 2>/dev/null; true
+            """).out
+        return found.split(separator: "\n").map(String.init)
+            .filter { !$0.hasPrefix("/var/lib/bkfleet/secrets/") }
+    }
+
+    func secretsOn(_ host: String) -> String {
+        FleetHarness.exec(host, "ls -R /var/lib/bkfleet/secrets 2>/dev/null; true").out
+    }
+
+    /// Only builder-02 and builder-03, each running `builder`.
+    func inventory(user: String = "root", rebuild: String? = nil, extra: String = "",
+                   hosts: [String] = ["builder-02"], knownHosts: String? = nil) throws -> String {
+        let addresses = ["builder-01": "10.250.0.11", "builder-02": "10.250.0.12",
+                         "builder-03": "10.250.0.13"]
+        let entries = hosts.map { name in
+            """
+            [[hosts]]
+            name = "\(name)"
+            address = "\(addresses[name]!)"
+            user = "\(user)"
+            agents = ["builder"]
+            \(rebuild.map { "rebuild_command = \"\($0)\"" } ?? "")
+            """
+        }.joined(separator: "\n")
+        var text = FleetHarness.standardInventory(agentsExtra: extra, hostsOverride: entries)
+        if let knownHosts {
+            text = text.replacingOccurrences(of: "known_hosts = \"@FLEET@/known_hosts\"",
+                                             with: "known_hosts = \"\(knownHosts)\"")
+        }
+        return try FleetHarness.inventory(text)
+    }
+
+    // MARK: Command lines and environments
+
+    func test_no_secret_on_any_command_line_or_environment_during_an_apply() throws {
+        FleetHarness.reset(["builder-02"])
+        // A watcher inside the host: every process's argv and environment, deduplicated,
+        // until told to stop (or a bounded number of rounds).
+        let started = FleetHarness.exec("builder-02", #"""
+            rm -f /tmp/bkf-watch.out /tmp/bkf-watch.stop /tmp/bkf-watch.done
+            touch /tmp/bkf-watch.out
+            nohup sh -c 'i=0
+              while [ ! -e /tmp/bkf-watch.stop ] && [ $i -lt 20000 ]; do
+                { cat /proc/[0-9]*/cmdline; echo; cat /proc/[0-9]*/environ; } 2>/dev/null \
+                  | tr "\0" "\n" | sort -u -o /tmp/bkf-watch.out - /tmp/bkf-watch.out
+                i=$((i+1))
+              done
+              touch /tmp/bkf-watch.done' >/dev/null 2>&1 </dev/null &
+            echo $! > /tmp/bkf-watch.pid
+            """#)
+        XCTAssertEqual(started.status, 0, started.all)
+        let result = FleetHarness.bkfleet(["apply", try inventory()])
+        let stopped = FleetHarness.exec("builder-02", """
+            touch /tmp/bkf-watch.stop
+            i=0; while [ ! -e /tmp/bkf-watch.done ] && [ $i -lt 100 ]; do
+              sleep 0.1; i=$((i+1)); done
+            [ -e /tmp/bkf-watch.done ] || kill "$(cat /tmp/bkf-watch.pid)"
+            """)
+        XCTAssertEqual(stopped.status, 0, stopped.all)
+        XCTAssertEqual(result.status, 0, result.all)
+        let seen = FleetHarness.exec("builder-02", "cat /tmp/bkf-watch.out").out
+        // The watcher did see bkfleet's remote commands, so an absence means something.
+        XCTAssertTrue(seen.contains("bkfleet-"), "the watcher saw no bkfleet command")
+        XCTAssertFalse(seen.contains(token), "the token was on a command line or environment")
+        let keyLines = FleetHarness.read(FleetHarness.clientDir + "/id_ed25519")
+            .split(separator: "\n").filter { !$0.hasPrefix("-----") && $0.count >= 20 }
+        XCTAssertFalse(keyLines.isEmpty)
+        for line in keyLines {
+            XCTAssertFalse(seen.contains(line), "a line of the SSH key was visible")
+        }
+        XCTAssertFalse(result.all.contains(token))
+        FleetHarness.exec("builder-02", "rm -f /tmp/bkf-watch.*")
+    }
+
+    // MARK: Rebuild output
+
+    func test_rebuild_output_holding_the_token_is_logged_and_shown_as_its_fingerprint() throws {
+        FleetHarness.reset(["builder-03"])
+        // A rebuild command that prints every agent token, then fails: its output reaches
+        // both the host log and the failure message.
+        let wrapper = FleetHarness.exec("builder-03", """
+            cat > /usr/local/sbin/bkf-leaky-rebuild <<'EOF'
+            #!/bin/sh
+            for f in /var/lib/bkfleet/secrets/*/token; do echo "token is $(cat "$f")"; done
+            exit 3
+            EOF
+            chmod 755 /usr/local/sbin/bkf-leaky-rebuild
+            """)
+        XCTAssertEqual(wrapper.status, 0, wrapper.all)
+        defer { FleetHarness.exec("builder-03", "rm -f /usr/local/sbin/bkf-leaky-rebuild") }
+        let result = FleetHarness.bkfleet([
+            "apply", try inventory(rebuild: "/usr/local/sbin/bkf-leaky-rebuild switch",
+                                   hosts: ["builder-03"]), "--no-rollback"])
+        XCTAssertEqual(result.status, 1, result.all)
+        XCTAssertTrue(result.out.contains("token is [secret \(fingerprint)]"), result.out)
+        XCTAssertFalse(result.all.contains(token), "the token was shown")
+        // Every file of the run's log folder: the fingerprint, never the value.
+        let logs = try XCTUnwrap(result.out.range(of: #"Logs: \S+"#, options: .regularExpression)
+            .map { String(result.out[$0].dropFirst(6)) })
+        let files = try FileManager.default.contentsOfDirectory(atPath: logs)
+        XCTAssertFalse(files.isEmpty)
+        var sawFingerprint = false
+        for file in files {
+            let text = FleetHarness.read(logs + "/" + file)
+            XCTAssertFalse(text.contains(token), "\(file) holds the token")
+            sawFingerprint = sawFingerprint || text.contains("[secret \(fingerprint)]")
+        }
+        XCTAssertTrue(sawFingerprint, "the host log lacks the scrubbed rebuild output")
+        // The host keeps the raw output for inspection, readable by root alone.
+        let mode = FleetHarness.exec("builder-03", "stat -c %a /var/lib/bkfleet/runs").out
+        XCTAssertEqual(mode.trimmingCharacters(in: .whitespacesAndNewlines), "700")
+    }
+
+    // MARK: Module-bound secrets
+
+    func test_a_token_in_a_tag_is_refused_before_anything_is_sent() throws {
+        FleetHarness.reset(["builder-02"])
+        let path = try inventory(extra: "")
+        let text = FleetHarness.read(path).replacingOccurrences(
+            of: "tags = { queue = \"nix\" }", with: "tags = { queue = \"\(token)\" }")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = FleetHarness.bkfleet(["apply", path])
+        XCTAssertEqual(result.status, 65, result.all)
+        XCTAssertTrue(result.err.contains("agent 'builder': tags.queue holds the value of "
+                                          + "token 'default'"), result.err)
+        XCTAssertFalse(result.all.contains(token))
+        XCTAssertEqual(secretsOn("builder-02"), "", "a secret reached the host")
+        XCTAssertEqual(FleetHarness.exec("builder-02", "ls /etc/nixos/bkfleet 2>/dev/null; true")
+            .out, "", "a module reached the host")
+    }
+
+    // MARK: Host keys
+
+    func knownHosts(_ transform: ([String]) -> [String]) throws -> String {
+        let lines = FleetHarness.read(FleetHarness.clientDir + "/known_hosts")
+            .split(separator: "\n").map(String.init)
+        let dir = FileManager.default.temporaryDirectory
+            .appendingPathComponent("bkfleet-hk-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try (transform(lines).joined(separator: "\n") + "\n")
+            .write(toFile: dir + "/known_hosts", atomically: true, encoding: .utf8)
+        return dir + "/known_hosts"
+    }
+
+    func test_a_changed_host_key_refuses_even_with_accept_new_host_keys() throws {
+        FleetHarness.reset(["builder-02"])
+        let file = try knownHosts { lines in
+            let other = lines.first { $0.hasPrefix("10.250.0.13 ") }!
+            return lines.map { $0.hasPrefix("10.250.0.12 ")
+                ? "10.250.0.12 " + other.dropFirst("10.250.0.13 ".count) : $0 }
+        }
+        let before = FleetHarness.read(file)
+        let result = FleetHarness.bkfleet(["apply", try inventory(knownHosts: file),
+                                           "--accept-new-host-keys"])
+        XCTAssertEqual(result.status, 1, result.all)
+        XCTAssertTrue(result.out.contains("HOST KEY CHANGED"), result.out)
+        XCTAssertEqual(secretsOn("builder-02"), "", "a secret reached a host with a wrong key")
+        XCTAssertEqual(filesHoldingToken("builder-02"), [])
+        XCTAssertEqual(FleetHarness.read(file), before, "the pinned key was replaced")
+    }
+
+    func test_an_unknown_host_key_is_refused_unless_accepted_then_recorded() throws {
+        FleetHarness.reset(["builder-02"])
+        let file = try knownHosts { $0.filter { !$0.hasPrefix("10.250.0.12 ") } }
+        let path = try inventory(knownHosts: file)
+        let strict = FleetHarness.bkfleet(["apply", path])
+        XCTAssertEqual(strict.status, 1, strict.all)
+        XCTAssertTrue(strict.out.contains("unknown host key"), strict.out)
+        XCTAssertEqual(secretsOn("builder-02"), "", "a secret reached an unverified host")
+
+        let accepted = FleetHarness.bkfleet(["apply", path, "--accept-new-host-keys", "-v"])
+        XCTAssertEqual(accepted.status, 0, accepted.all)
+        XCTAssertTrue(accepted.all.contains("recorded new host key SHA256:"), accepted.all)
+        let recorded = FleetHarness.read(file)
+        XCTAssertTrue(recorded.split(separator: "\n").contains {
+            $0.hasPrefix("10.250.0.12 ") || $0.hasPrefix("|1|") }, recorded)
+        // The recorded key now pins the host: a plain run converges without the flag.
+        let again = FleetHarness.bkfleet(["apply", path])
+        XCTAssertEqual(again.status, 0, again.all)
+    }
+
+    // MARK: Users without root
+
+    func test_a_non_root_user_with_passwordless_sudo_applies_end_to_end() throws {
+        FleetHarness.reset(["builder-02"])
+        let result = FleetHarness.bkfleet(["apply", try inventory(user: "deploy")])
+        XCTAssertEqual(result.status, 0, result.all)
+        XCTAssertTrue(result.out.contains("1 agent(s) verified"), result.out)
+        let owner = FleetHarness.exec("builder-02",
+                                      "stat -c '%U %a' /var/lib/bkfleet/secrets/builder/token")
+        XCTAssertEqual(owner.out.trimmingCharacters(in: .whitespacesAndNewlines),
+                       "buildkite-agent-builder 400")
+        XCTAssertFalse(result.all.contains(token))
+    }
+
+    func test_a_sudo_that_wants_a_password_fails_at_once_with_what_to_do() throws {
+        FleetHarness.reset(["builder-02"])
+        let path = try inventory(user: "deploy-pw")
+        let text = FleetHarness.read(path).replacingOccurrences(
+            of: "verify_timeout = 45", with: "verify_timeout = 45\ncommand_timeout = 30")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = FleetHarness.bkfleet(["apply", path])
+        XCTAssertEqual(result.status, 1, result.all)
+        XCTAssertTrue(result.out.contains("sudo on the host wants a password for deploy-pw"),
+                      result.out)
+        // Failing on sudo's own answer, not by running into the command timeout.
+        XCTAssertFalse(result.out.lowercased().contains("timed out"), result.out)
+        XCTAssertEqual(secretsOn("builder-02"), "")
+    }
+
+    // MARK: Public repositories
+
+    func test_a_public_agent_runs_with_restricted_eval_and_without_repository_hooks() throws {
+        FleetHarness.reset(["builder-02"])
+        let path = try inventory()
+        let text = FleetHarness.read(path).replacingOccurrences(
+            of: "tags = { queue = \"nix\" }", with: "tags = { queue = \"nix\" }\npublic = true")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let result = FleetHarness.bkfleet(["apply", path])
+        XCTAssertEqual(result.status, 0, result.all)
+        let env = FleetHarness.exec("builder-02",
+                                    "systemctl show -p Environment buildkite-agent-builder").out
+        XCTAssertTrue(env.contains("restrict-eval = true"), env)
+        let config = FleetHarness.exec(
+            "builder-02", "cat /var/lib/buildkite-agent-builder/buildkite-agent.cfg").out
+        for line in ["no-local-hooks=true", "no-plugins=true", "no-command-eval=true"] {
+            XCTAssertTrue(config.contains(line), "\(line) missing from the agent config")
+        }
+        // Scoped to the unit: the host's own Nix configuration does not restrict eval.
+        let nixConf = FleetHarness.exec("builder-02", "cat /etc/nix/nix.conf 2>/dev/null; true")
+        XCTAssertFalse(nixConf.out.contains("restrict-eval"), nixConf.out)
+    }
+}
