@@ -96,6 +96,10 @@ enum Names {
         if let bad = controlCharacter(in: value) {
             return "it contains \(bad); Buildkite tags are single-line text"
         }
+        if value.contains(",") {
+            // The agent's config holds all tags as one `k=v,k=v` list.
+            return "it contains a comma, which the agent reads as the start of the next tag"
+        }
         return nil
     }
 

@@ -89,6 +89,7 @@ extension HostRun {
         }
         let expected = expectedName(agent.profile, hostname: hostname)
         var tags = ""
+        var registeredTags: [String] = []
         switch context.registrations {
         case .agentLog:
             let marker = "Successfully registered agent \"\(expected)\""
@@ -98,6 +99,8 @@ extension HostRun {
             }
             if let range = line.range(of: " with tags [") {
                 tags = " with tags [" + line[range.upperBound...]
+                registeredTags = line[range.upperBound...].dropLast()
+                    .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             }
         case .api(let board):
             let startedAt = Date(timeIntervalSince1970: TimeInterval(unit.startedAt ?? 0))
@@ -111,9 +114,19 @@ extension HostRun {
                                   + "registered since the unit started", pending: true)
                 }
                 tags = " with tags [" + match.metaData.joined(separator: ", ") + "]"
+                registeredTags = match.metaData
             } catch {
                 return result(false, "Buildkite API: \(error)", pending: true)
             }
+        }
+        // An agent that registered with other tags runs an old configuration (a switch
+        // that did not restart it, say): it is not what the inventory asks for.
+        let missing = agent.profile.tags.sorted(by: { $0.key < $1.key })
+            .map { "\($0.key)=\($0.value)" }.filter { !registeredTags.contains($0) }
+        if !missing.isEmpty {
+            return result(false, "registered as \"\(expected)\"\(tags), without "
+                          + missing.joined(separator: ", ") + " from the inventory: it runs an "
+                          + "older configuration", pending: true)
         }
         let confined = agent.profile.confinement ? ", confined" : ""
         return result(true, "running\(confined), registered as \"\(expected)\"\(tags)")
