@@ -80,8 +80,8 @@ say "starting the test fleet: $hosts full hosts, $light light hosts"
     { say "fleet up failed; see $work/fleet-up.log"; exit 1; }
 
 # 5. The measurements.
-echo "bkfleet $(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')" \
-    "${commit:+(benchmarking $commit)}, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
+version=${rev:-$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')}
+echo "bkfleet $version, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 rc=0
 python3 "$repo/Tests/bench/bench.py" --repo "$repo" --work "$work" --bkfleet "$bin" \
     ${pass[@]+"${pass[@]}"} || rc=$?
