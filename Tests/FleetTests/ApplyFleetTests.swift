@@ -16,10 +16,15 @@ final class ApplyFleetTests: XCTestCase {
 
     /// Everything under bkfleet's folders, the unit files and the NixOS generation, with
     /// modification times, owners and modes: equal snapshots mean nothing was written.
+    /// bkfleet's own run record (`last-apply`, `runs/`) may change on every apply, as
+    /// "writes nothing" allows; everything else must stay as it was.
     func snapshot(_ host: String) -> String {
         FleetHarness.exec(host, """
             find /etc/nixos /var/lib/bkfleet /etc/systemd/system /nix/var/nix/profiles \
-              -printf '%p %T@ %u:%g %m\\n' 2>/dev/null | sort
+              \\( -path /var/lib/bkfleet/runs -o -path /var/lib/bkfleet/last-apply \
+                 -o -path /var/lib/bkfleet/backup \\) -prune \
+              -o -path /var/lib/bkfleet -printf '%p %u:%g %m\\n' \
+              -o -printf '%p %T@ %u:%g %m\\n' 2>/dev/null | sort
             readlink /nix/var/nix/profiles/system
             """).out
     }

@@ -102,35 +102,36 @@ final class PlanFleetTests: XCTestCase {
     func test_saved_plan_is_refused_where_the_host_drifted_and_applied_elsewhere() throws {
         FleetHarness.reset(hosts)
         let inventory = try FleetHarness.inventory(FleetHarness.standardInventory())
-        let planFile = (inventory as NSString).deletingLastPathComponent + "/plan.json"
-        let plan = FleetHarness.bkfleet(["plan", inventory, "--out", planFile])
+        XCTAssertEqual(FleetHarness.bkfleet(["apply", inventory]).status, 0)
+        // The reviewed change: a new tag for `builder`, on every host.
+        let changed = try FleetHarness.inventory(FleetHarness.standardInventory()
+            .replacingOccurrences(of: "queue = \"nix\"", with: "queue = \"nix\", cpu = \"x86\""))
+        let planFile = (changed as NSString).deletingLastPathComponent + "/plan.json"
+        let plan = FleetHarness.bkfleet(["plan", changed, "--out", planFile])
         XCTAssertEqual(plan.status, 0, plan.all)
         let token = FleetHarness.tokenValue()
         XCTAssertFalse(FleetHarness.read(planFile).contains(token), "token in the plan file")
         XCTAssertFalse(plan.all.contains(token), "token in plan output")
 
-        // Someone changes builder-02 after the plan was reviewed.
-        FleetHarness.exec("builder-02", "mkdir -p /etc/nixos/bkfleet && "
-                          + "echo '{ }' > /etc/nixos/bkfleet/extra.nix")
+        // Someone edits builder-02 by hand after the plan was reviewed.
+        FleetHarness.exec("builder-02", "echo '# by hand' >> /etc/nixos/bkfleet/builder.nix")
+        let before = FleetHarness.exec("builder-02", "cat /etc/nixos/bkfleet/builder.nix").out
         let apply = FleetHarness.bkfleet(["apply", planFile])
         XCTAssertEqual(apply.status, 1, apply.all)
         XCTAssertTrue(apply.out.contains("drifted since the plan"), apply.out)
-        XCTAssertTrue(apply.out.contains("module extra.nix appeared"), apply.out)
+        XCTAssertTrue(apply.out.contains("module builder.nix changed"), apply.out)
         XCTAssertTrue(apply.out.range(of: #"changed\s+builder-01"#,
                                       options: .regularExpression) != nil, apply.out)
         XCTAssertTrue(apply.out.range(of: #"changed\s+builder-03"#,
                                       options: .regularExpression) != nil, apply.out)
-        let untouched = FleetHarness.exec("builder-02", "ls /var/lib/bkfleet 2>&1; "
-                                          + "ls /etc/nixos/bkfleet").out
-        XCTAssertFalse(untouched.contains("secrets"), untouched)
-        XCTAssertEqual(untouched.split(separator: "\n").last, "extra.nix")
+        XCTAssertEqual(FleetHarness.exec("builder-02", "cat /etc/nixos/bkfleet/builder.nix").out,
+                       before, "a refused host was changed")
 
         // A plan made from an inventory that changed since is refused as a whole.
-        try (FleetHarness.read(inventory) + "\n# edited\n")
-            .write(toFile: inventory, atomically: true, encoding: .utf8)
+        try (FleetHarness.read(changed) + "\n# edited\n")
+            .write(toFile: changed, atomically: true, encoding: .utf8)
         let stale = FleetHarness.bkfleet(["apply", planFile])
         XCTAssertEqual(stale.status, 64, stale.all)
         XCTAssertTrue(stale.err.contains("changed since the plan"), stale.err)
-        FleetHarness.exec("builder-02", "rm -f /etc/nixos/bkfleet/extra.nix")
     }
 }

@@ -65,7 +65,7 @@ check_host() {
       [ "$sum" = "$want" ] || echo "partial or wrong secret: $f"
       mode=$(stat -c %a "$f")
       case $mode in 400|440) ;; *) echo "looser mode $mode: $f";; esac
-      case $(stat -c %U:%G "$f") in root:keys|buildkite-agent-*:buildkite-agent-*) ;;
+      case $(stat -c %U:%G "$f") in root:root|root:keys|buildkite-agent-*:buildkite-agent-*) ;;
         *) echo "wrong owner $(stat -c %U:%G "$f"): $f";; esac
     done
     for m in /etc/nixos/bkfleet/*.nix; do

@@ -176,7 +176,9 @@ extension HostRun {
               let line = output.split(separator: "\n").last(where: {
                   $0.contains("the following units failed:") })
         else { return false }
-        let listed = line.split(separator: ":", maxSplits: 1).last ?? ""
+        // After "failed:" (the line starts with "warning:", so not the first colon).
+        guard let marker = line.range(of: "units failed:") else { return false }
+        let listed = line[marker.upperBound...]
         let units = listed.split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
         }

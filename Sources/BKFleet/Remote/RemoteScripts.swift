@@ -331,7 +331,8 @@ cat "$rd/$kind.log" 2>/dev/null
 
     /// Puts back what a run's push replaced: every file saved in the backup folder is
     /// copied back atomically (temporary file, sync, rename), every `.absent` marker's
-    /// path is removed. Arguments: backup folder. Prints `restored N`.
+    /// path is removed (except the `.bkfleet` folder markers). Arguments: backup folder.
+    /// Prints `restored N`.
     static let restore = #"""
 set -u
 umask 077
@@ -344,6 +345,8 @@ n=0
 for rec in $(cd "$bdir/files" && find . -type f ! -name '*.bkfleet-tmp' | sort); do
   p=${rec#.}
   case $p in
+    # A folder bkfleet made stays marked as bkfleet's, so later runs may use it.
+    */.bkfleet.absent) continue ;;
     *.absent) rm -f "${p%.absent}" || exit 1 ;;
     *)
       mkdir -p "${p%/*}" || exit 1
