@@ -127,7 +127,8 @@ final class RotateFleetTests: XCTestCase {
         XCTAssertEqual(tokens().count, tokensBefore, "a dry run created a token")
 
         // A job running on builder-02 is allowed to finish by the restart.
-        _ = standin("POST", "/_test/jobs", body: #"{"agent": "builder-02-builder-1", "seconds": 20}"#)
+        _ = standin("POST", "/_test/jobs",
+                    body: #"{"agent": "builder-02-builder-1", "seconds": 20}"#)
         Thread.sleep(forTimeInterval: 3)
         let since = (standin("GET", "/_test/events?since=0") as? [String: Any])?["next_seq"]
             as? Int ?? 0
@@ -146,7 +147,8 @@ final class RotateFleetTests: XCTestCase {
         // Every agent re-registered with the new token and is connected.
         let now = agents()
         for name in queues.keys {
-            XCTAssertEqual(now[name]?["token_id"] as? String, newID, "\(name): \(now[name] ?? [:])")
+            XCTAssertEqual(now[name]?["token_id"] as? String, newID,
+                           "\(name): \(now[name] ?? [:])")
             XCTAssertEqual(now[name]?["connection_state"] as? String, "connected", name)
         }
         // The old token is revoked, and registering with it is refused.
@@ -205,7 +207,8 @@ final class RotateFleetTests: XCTestCase {
             d=/etc/systemd/system/buildkite-agent-builder.service.d
             mkdir -p $d && cat > $d/zz-rotate-test.conf <<'X'
             [Service]
-            ExecStartPre=+/bin/sh -c 'test "$$(sha256sum < /var/lib/bkfleet/secrets/builder/token | cut -c1-64)" = \(oldSum)'
+            ExecStartPre=+/bin/sh -c 'test "$$(sha256sum < \
+            /var/lib/bkfleet/secrets/builder/token | cut -c1-64)" = \(oldSum)'
             X
             systemctl daemon-reload
             """)
@@ -214,13 +217,14 @@ final class RotateFleetTests: XCTestCase {
         let failed = FleetHarness.bkfleet(["rotate", inventory])
         XCTAssertNotEqual(failed.status, 0, failed.all)
         XCTAssertTrue(failed.out.contains("FAILED  builder-03"), failed.out)
-        XCTAssertTrue(failed.out.contains("\(oldPrint): ") && failed.out.contains("builder-03/builder"),
-                      failed.out)
+        XCTAssertTrue(failed.out.contains("\(oldPrint): ")
+                      && failed.out.contains("builder-03/builder"), failed.out)
         XCTAssertNil(token(fingerprint: oldPrint)?["revoked_at"] as? String,
                      "old token revoked despite the failure")
         let onHost = FleetHarness.exec("builder-03", "sha256sum < "
                                        + "/var/lib/bkfleet/secrets/builder/token").out
-        XCTAssertEqual(String(onHost.prefix(64)), String(oldSum), "builder-03 not on the old token")
+        XCTAssertEqual(String(onHost.prefix(64)), String(oldSum),
+                       "builder-03 not on the old token")
         let agent = agents()["builder-03-builder-1"]
         XCTAssertEqual(agent?["token_fingerprint"] as? String, oldPrint, "\(agent ?? [:])")
         XCTAssertEqual(agent?["connection_state"] as? String, "connected")
@@ -229,7 +233,7 @@ final class RotateFleetTests: XCTestCase {
 
         // Fixed, a rerun finishes: everyone on the new token, the old one revoked.
         FleetHarness.exec("builder-03", """
-            rm -rf /etc/systemd/system/buildkite-agent-builder.service.d
+            rm /etc/systemd/system/buildkite-agent-builder.service.d/zz-rotate-test.conf
             systemctl daemon-reload
             """)
         let rerun = FleetHarness.bkfleet(["rotate", inventory])
@@ -237,7 +241,8 @@ final class RotateFleetTests: XCTestCase {
         let (_, newID) = try XCTUnwrap(current(storeDocument(inventory)))
         let now = agents()
         for name in queues.keys {
-            XCTAssertEqual(now[name]?["token_id"] as? String, newID, "\(name): \(now[name] ?? [:])")
+            XCTAssertEqual(now[name]?["token_id"] as? String, newID,
+                           "\(name): \(now[name] ?? [:])")
         }
         XCTAssertNotNil(token(fingerprint: oldPrint)?["revoked_at"] as? String)
     }
