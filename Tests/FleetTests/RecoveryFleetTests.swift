@@ -34,7 +34,9 @@ final class RecoveryFleetTests: XCTestCase {
         let fleet = FleetHarness.fleetScript
         XCTAssertEqual(FleetHarness.run(fleet, ["set", "builder-01", "fail-switch", "on"])
             .status, 0)
-        let failed = FleetHarness.bkfleet(["apply", changed, "--on", "builder-01"])
+        // --no-rollback keeps the half-done state a killed or cut-off run would leave.
+        let failed = FleetHarness.bkfleet(["apply", changed, "--on", "builder-01",
+                                           "--no-rollback"])
         FleetHarness.run(fleet, ["set", "builder-01", "fail-switch", "off"])
         XCTAssertEqual(failed.status, 1, failed.all)
         XCTAssertTrue(failed.out.contains("at rebuild"), failed.out)
