@@ -83,14 +83,18 @@ enum ApplyCommand {
         var hosts = try selectHosts(inventory, arguments, environment: environment)
         if let saved {
             guard saved.inventorySHA256 == inventory.contentHash else {
-                throw UsageError(description: "\(inventory.path) changed since the plan "
-                                 + "\(given) was made (\(saved.createdAt)); nothing was "
-                                 + "changed. Make a new plan and review it.")
+                // The inventory is the wrong input here: exit 65 like any inventory error.
+                throw InventoryError(diagnostics: [InventoryDiagnostic(
+                    location: SourceLocation(file: inventory.path, line: 0, column: 0),
+                    message: "changed since the plan \(given) was made (\(saved.createdAt); "
+                        + "the plan records the file's SHA-256, so any edit, even a comment, "
+                        + "voids it); nothing was changed. Make a new plan and review it.")])
             }
             options.approved = Dictionary(saved.hosts.map { ($0.name, $0) },
                                           uniquingKeysWith: { first, _ in first })
             hosts = hosts.filter { options.approved?[$0.name] != nil }
-            let note = "Applying the plan \(given) made \(saved.createdAt): \(saved.summary)"
+            let note = (options.dryRun ? "Checking the plan" : "Applying the plan")
+                + " \(given) made \(saved.createdAt): \(saved.summary)"
             // With --json, stdout carries only JSON lines.
             if arguments.flags.contains("json") {
                 FileHandle.standardError.write(Data((note + "\n").utf8))

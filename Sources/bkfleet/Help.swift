@@ -27,7 +27,10 @@ enum Help {
         confined and registered with Buildkite.
 
         Options:
-          --dry-run                 show the plan and change nothing (same as 'plan')
+          --dry-run                 show the plan and change nothing (same as 'plan';
+                                    with a PLAN-FILE: check it against the hosts now)
+          --deep                    with --dry-run: ask NixOS (dry-activate) about the
+                                    staged modules, as 'plan --deep' does
           --accept-new-host-keys    record unknown host keys in known_hosts (trust on
                                     first use); a changed key is always refused
           --no-rollback             a host that fails after its first write is left as

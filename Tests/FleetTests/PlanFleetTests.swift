@@ -118,8 +118,8 @@ final class PlanFleetTests: XCTestCase {
         let before = FleetHarness.exec("builder-02", "cat /etc/nixos/bkfleet/builder.nix").out
         let apply = FleetHarness.bkfleet(["apply", planFile])
         XCTAssertEqual(apply.status, 1, apply.all)
-        XCTAssertTrue(apply.out.contains("drifted since the plan"), apply.out)
-        XCTAssertTrue(apply.out.contains("module builder.nix changed"), apply.out)
+        XCTAssertTrue(apply.out.contains("differs from the saved plan"), apply.out)
+        XCTAssertTrue(apply.out.contains("module builder.nix changed on the host"), apply.out)
         XCTAssertTrue(apply.out.range(of: #"changed\s+builder-01"#,
                                       options: .regularExpression) != nil, apply.out)
         XCTAssertTrue(apply.out.range(of: #"changed\s+builder-03"#,
@@ -131,7 +131,7 @@ final class PlanFleetTests: XCTestCase {
         try (FleetHarness.read(changed) + "\n# edited\n")
             .write(toFile: changed, atomically: true, encoding: .utf8)
         let stale = FleetHarness.bkfleet(["apply", planFile])
-        XCTAssertEqual(stale.status, 64, stale.all)
+        XCTAssertEqual(stale.status, 65, stale.all)
         XCTAssertTrue(stale.err.contains("changed since the plan"), stale.err)
     }
 }

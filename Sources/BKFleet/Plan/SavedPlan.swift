@@ -44,9 +44,9 @@ public struct HostSnapshot: Codable, Equatable, Sendable {
                      short: (String) -> String = { $0 }) -> [String] {
             Set(now.keys).union(then.keys).sorted().compactMap { key in
                 switch (then[key], now[key]) {
-                case let (a?, b?) where a != b: return "\(what) \(key) changed"
-                case (nil, _?): return "\(what) \(key) appeared"
-                case (_?, nil): return "\(what) \(key) disappeared"
+                case let (a?, b?) where a != b: return "\(what) \(key) changed on the host"
+                case (nil, _?): return "\(what) \(key) appeared on the host"
+                case (_?, nil): return "\(what) \(key) disappeared from the host"
                 default: return nil
                 }
             }
@@ -161,10 +161,18 @@ public struct SavedHostPlan: Codable, Sendable {
         let thenModules = modules.map { "\($0.file) \($0.action) \($0.newSHA256 ?? "-")" }
         let nowModules = now.modules.map { "\($0.file) \($0.action) \($0.newSHA256 ?? "-")" }
         if thenModules != nowModules { out.append("the rendered modules differ") }
-        let thenSecrets = secrets.map { "\($0.agent)/\($0.kind) \($0.newSHA256 ?? "-")" }
-        let nowSecrets = now.secrets.map { "\($0.agent)/\($0.kind) \($0.newSHA256 ?? "-")" }
-        if thenSecrets != nowSecrets {
-            out.append("a secret's source now gives another value")
+        for secret in now.secrets {
+            let then = secrets.first { $0.agent == secret.agent && $0.kind == secret.kind }
+            guard then?.newSHA256 != secret.newSHA256 else { continue }
+            out.append("the \(secret.kind.label) of agent \(secret.agent) would now be "
+                       + "\(secret.newFingerprint ?? "removed") instead of the planned "
+                       + "\(then?.newFingerprint ?? "no change") (its source on this machine "
+                       + "changed since the plan)")
+        }
+        for secret in secrets where !now.secrets.contains(where: {
+            $0.agent == secret.agent && $0.kind == secret.kind }) {
+            out.append("the planned \(secret.kind.label) change of agent \(secret.agent) "
+                       + "is no longer needed")
         }
         return out
     }

@@ -72,7 +72,13 @@ final class HostRun {
                                 moduleDir: inventory.defaults.moduleDir)
         report.plan = plan
         report.snapshot = HostSnapshot(state)
-        try checkApproved(report)
+        do {
+            try checkApproved(report)
+        } catch {
+            // A refused host shows the refusal, not the plan it will not get.
+            report.plan = nil
+            throw error
+        }
         if context.options.dryRun {
             report.outcome = plan.isEmpty ? .unchanged : .changed
             if context.options.deep && plan.needsRebuild {
@@ -234,8 +240,8 @@ final class HostRun {
         let differences = then.differences(from: SavedHostPlan(report: report,
                                                                address: host.address))
         if !differences.isEmpty {
-            throw HostFailure(.plan, "refused: the host drifted since the plan was made ("
-                              + differences.joined(separator: "; ")
+            throw HostFailure(.plan, "refused: what would be applied differs from the saved "
+                              + "plan (" + differences.joined(separator: "; ")
                               + "); nothing was changed. Make a new plan and review it.")
         }
     }
