@@ -8,7 +8,9 @@ extension HostRun {
     /// Writes `time`, `run`, `operator`, `action` and `version` to the host's run record.
     func recordRun(_ session: SSHSession) {
         let environment = ProcessInfo.processInfo.environment
-        let user = environment["USER"] ?? environment["LOGNAME"] ?? "unknown"
+        // Without USER (cron, CI, `sudo -i`), the account the process runs as.
+        let account = getpwuid(getuid()).flatMap { String(validatingCString: $0.pointee.pw_name) }
+        let user = environment["USER"] ?? environment["LOGNAME"] ?? account ?? "unknown"
         let lines = [
             "time=\(Int(Date().timeIntervalSince1970))",
             "run=\((context.runDirectory as NSString).lastPathComponent)",
