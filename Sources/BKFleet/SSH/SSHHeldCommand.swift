@@ -68,26 +68,10 @@ extension SSHSession {
         while true {
             guard let (progressed, eof, error) = locked({ _ -> (Bool, Bool, Int) in
                 var progressed = false
-                for stream: Int32 in [0, 1] {
-                    while true {
-                        let n = chunk.withUnsafeMutableBytes { buf in
-                            libssh2_channel_read_ex(
-                                channel, stream,
-                                buf.baseAddress!.assumingMemoryBound(to: CChar.self), buf.count)
-                        }
-                        if n > 0 {
-                            if stream == 0 {
-                                pending.append(contentsOf: chunk[0..<n])
-                            } else {
-                                result.stderr.append(contentsOf: chunk[0..<n])
-                            }
-                            progressed = true
-                            continue
-                        }
-                        if n == 0 || n == Int(LIBSSH2_ERROR_EAGAIN) { break }
-                        return (progressed, false, n)
-                    }
-                }
+                let drained = Self.drainReady(channel, chunk: &chunk,
+                                              stdout: &pending, stderr: &result.stderr)
+                progressed = drained.progressed
+                if drained.error != 0 { return (progressed, false, drained.error) }
                 return (progressed, libssh2_channel_eof(channel) == 1, 0)
             }) else { throw SSHError.notConnected(host: endpoint.label) }
             if error != 0 { throw heldFailure("running '\(label)'") }

@@ -210,6 +210,37 @@ public final class SSHSession {
         } ?? (LIBSSH2_ERROR_SOCKET_DISCONNECT, "session closed")
     }
 
+    /// Reads what both streams of `channel` have ready without waiting: stdout (stream 0)
+    /// into `stdout`, stderr (stream 1) into `stderr`. Returns whether anything arrived,
+    /// and the libssh2 error that stopped the reading (0 when the streams only ran dry).
+    /// Call under the session's lock.
+    static func drainReady(_ channel: OpaquePointer, chunk: inout [UInt8],
+                           stdout: inout [UInt8], stderr: inout [UInt8])
+        -> (progressed: Bool, error: Int) {
+        var progressed = false
+        for stream: Int32 in [0, 1] {
+            while true {
+                let n = chunk.withUnsafeMutableBytes { buf in
+                    libssh2_channel_read_ex(
+                        channel, stream,
+                        buf.baseAddress!.assumingMemoryBound(to: CChar.self), buf.count)
+                }
+                if n > 0 {
+                    if stream == 0 {
+                        stdout.append(contentsOf: chunk[0..<n])
+                    } else {
+                        stderr.append(contentsOf: chunk[0..<n])
+                    }
+                    progressed = true
+                    continue
+                }
+                if n == 0 || n == Int(LIBSSH2_ERROR_EAGAIN) { break }
+                return (progressed, n)
+            }
+        }
+        return (progressed, 0)
+    }
+
     /// True for libssh2 codes that mean the transport itself is gone.
     static func isTransportLoss(_ code: Int32) -> Bool {
         [LIBSSH2_ERROR_SOCKET_DISCONNECT, LIBSSH2_ERROR_SOCKET_RECV, LIBSSH2_ERROR_SOCKET_SEND,
