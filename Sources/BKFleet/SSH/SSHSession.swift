@@ -117,6 +117,17 @@ public final class SSHSession {
     /// Says goodbye to the server (best effort, at most about a second) and frees
     /// everything. Safe to call twice. Tunnels riding on this session die with it.
     public func close() {
+        closeOwn()
+        // The tunnel's pump sees end of file on the socket just closed and frees its
+        // channel; the jump session is closed once it has, so no thread is left inside
+        // libssh2 (or the crypto library beneath it) when the process exits.
+        if let jump {
+            jump.waitForTunnels(seconds: 2)
+            jump.close()
+        }
+    }
+
+    private func closeOwn() {
         lock.lock()
         defer { lock.unlock() }
         if let raw {
@@ -252,6 +263,14 @@ public final class SSHSession {
     func tunnelStarted() { lock.withLock { tunnels += 1 } }
 
     func tunnelEnded() { lock.withLock { tunnels -= 1 } }
+
+    /// Waits (bounded) until no tunnel rides on this session any more.
+    func waitForTunnels(seconds: Double) {
+        let deadline = Deadline(seconds: seconds)
+        while lock.withLock({ tunnels > 0 }) && !deadline.passed {
+            usleep(5_000)
+        }
+    }
 
     /// The socket libssh2 talks on, for tunnels polling this session.
     var socketDescriptor: Int32 { lock.withLock { socket } }
