@@ -184,7 +184,11 @@ final class BatchTests: XCTestCase {
         let fake = FakeFleet(failing: ["b01", "b02", "b05"])
         let run = run(Rollout(batch: .percent(30), maxFail: .percent(20)), fake: fake)
         XCTAssertEqual(run.batches.map(\.count), [3, 3, 3, 1])
-        XCTAssertEqual(Set(fake.started), ["b01", "b02", "b03", "b04", "b05", "b06"])
+        // Hosts of a batch run at once: b06 starts only if it began before b05 failed.
+        let started = Set(fake.started)
+        XCTAssertTrue(started.isSuperset(of: ["b01", "b02", "b03", "b04", "b05"]), "\(started)")
+        XCTAssertTrue(started.isSubset(of: ["b01", "b02", "b03", "b04", "b05", "b06"]),
+                      "\(started)")
         XCTAssertEqual(run.batchesRun, 2)
         guard case .notAttempted(let reason) = run.reports[9].outcome else {
             return XCTFail("b10 was attempted")

@@ -132,7 +132,8 @@ final class HostRun {
         let session: SSHSession
         do {
             session = try SSHSession.connect(to: endpoint, timeout: defaults.connectTimeout,
-                                             keepaliveSeconds: 15, via: jump)
+                                             keepaliveSeconds: 15, via: jump,
+                                             ownsJump: true)
         } catch {
             jump?.close()
             throw HostFailure(.connect, "\(error); check the host's address and port in "

@@ -13,7 +13,8 @@ extension SSHSession {
     /// whose other end a pump thread connects to that channel. The thread ends when the
     /// inner session closes its end, when the channel or the jump session dies, or when
     /// the jump session is closed.
-    func openTunnel(to target: SSHEndpoint, deadline: Deadline) throws -> Int32 {
+    func openTunnel(to target: SSHEndpoint,
+                    deadline: Deadline) throws -> (socket: Int32, pump: TunnelEnd) {
         let step = "opening a tunnel through jump host \(endpoint.label)"
         let channel = try channelOpenLock.withLock { try attemptPointer(
             deadline, timeout: .timedOut(host: target.label, step: step,
@@ -37,11 +38,32 @@ extension SSHSession {
             throw error
         }
         tunnelStarted()
-        let pump = TunnelPump(jump: self, channel: channel, socket: outer)
+        let end = TunnelEnd()
+        let pump = TunnelPump(jump: self, channel: channel, socket: outer, end: end)
         let thread = Thread { pump.run() }
         thread.name = "bkfleet-tunnel-\(target.name)"
         thread.start()
-        return inner
+        return (inner, end)
+    }
+}
+
+/// Tells the inner session when its tunnel's pump has freed its channel and stopped.
+final class TunnelEnd: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var ended = false
+
+    func markEnded() {
+        condition.withLock {
+            ended = true
+            condition.broadcast()
+        }
+    }
+
+    func waitUntilEnded(seconds: Double) {
+        let limit = Date(timeIntervalSinceNow: seconds)
+        condition.withLock {
+            while !ended && condition.wait(until: limit) {}
+        }
     }
 }
 
@@ -51,13 +73,15 @@ private final class TunnelPump {
     private let jump: SSHSession
     private let channel: OpaquePointer
     private let socket: Int32
+    private let end: TunnelEnd
 
     private static let bufferLimit = 256 * 1024
 
-    init(jump: SSHSession, channel: OpaquePointer, socket: Int32) {
+    init(jump: SSHSession, channel: OpaquePointer, socket: Int32, end: TunnelEnd) {
         self.jump = jump
         self.channel = channel
         self.socket = socket
+        self.end = end
     }
 
     func run() {
@@ -160,5 +184,6 @@ private final class TunnelPump {
             jump.waitForSocket(deadline)
         }
         jump.tunnelEnded()
+        end.markEnded()
     }
 }

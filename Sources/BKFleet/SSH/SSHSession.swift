@@ -42,15 +42,20 @@ public final class SSHSession {
     private var socket: Int32
     /// The jump session this one tunnels through, kept alive as long as this one.
     private let jump: SSHSession?
+    /// Whether closing this session also closes `jump` (a jump used by this host alone).
+    private let ownsJump: Bool
+    /// The pump of this session's tunnel through `jump`.
+    private var tunnel: TunnelEnd?
     /// Tunnels of other sessions currently riding on this one (guarded by `lock`).
     private var tunnels = 0
 
     private init(endpoint: SSHEndpoint, raw: OpaquePointer, socket: Int32,
-                 jump: SSHSession?, stepTimeout: Double) {
+                 jump: SSHSession?, ownsJump: Bool, stepTimeout: Double) {
         self.endpoint = endpoint
         self.raw = raw
         self.socket = socket
         self.jump = jump
+        self.ownsJump = ownsJump
         self.stepTimeout = stepTimeout
     }
 
@@ -65,16 +70,19 @@ public final class SSHSession {
     /// to `endpoint.address:port`; libssh2 needs a socket for the inner session, so a
     /// socketpair bridges the two and a small thread pumps bytes between the pair and the
     /// channel until either side closes. The inner session does its own handshake and
-    /// host-key check end to end; the jump host sees only encrypted bytes.
+    /// host-key check end to end; the jump host sees only encrypted bytes. With
+    /// `ownsJump`, closing this session closes the jump session too.
     public static func connect(to endpoint: SSHEndpoint, timeout: Double,
                                keepaliveSeconds: Int = 0,
-                               via jump: SSHSession? = nil) throws -> SSHSession {
+                               via jump: SSHSession? = nil,
+                               ownsJump: Bool = false) throws -> SSHSession {
         LibSSH2Runtime.ensure()
         let deadline = Deadline(seconds: timeout)
 
         let fd: Int32
+        var tunnel: TunnelEnd?
         if let jump {
-            fd = try jump.openTunnel(to: endpoint, deadline: deadline)
+            (fd, tunnel) = try jump.openTunnel(to: endpoint, deadline: deadline)
         } else {
             fd = try SSHSocket.connect(endpoint, deadline: deadline)
         }
@@ -91,7 +99,8 @@ public final class SSHSession {
             raw, LIBSSH2_METHOD_HOSTKEY,
             "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,ssh-rsa")
         let session = SSHSession(endpoint: endpoint, raw: raw, socket: fd, jump: jump,
-                                 stepTimeout: timeout)
+                                 ownsJump: ownsJump, stepTimeout: timeout)
+        session.tunnel = tunnel
 
         do {
             let rc = try session.attempt(
@@ -119,12 +128,10 @@ public final class SSHSession {
     public func close() {
         closeOwn()
         // The tunnel's pump sees end of file on the socket just closed and frees its
-        // channel; the jump session is closed once it has, so no thread is left inside
-        // libssh2 (or the crypto library beneath it) when the process exits.
-        if let jump {
-            jump.waitForTunnels(seconds: 2)
-            jump.close()
-        }
+        // channel; waiting for that (bounded) leaves no thread inside libssh2, or the
+        // crypto library beneath it, when the process exits after closing.
+        tunnel?.waitUntilEnded(seconds: 2)
+        if ownsJump { jump?.close() }
     }
 
     private func closeOwn() {
@@ -264,13 +271,6 @@ public final class SSHSession {
 
     func tunnelEnded() { lock.withLock { tunnels -= 1 } }
 
-    /// Waits (bounded) until no tunnel rides on this session any more.
-    func waitForTunnels(seconds: Double) {
-        let deadline = Deadline(seconds: seconds)
-        while lock.withLock({ tunnels > 0 }) && !deadline.passed {
-            usleep(5_000)
-        }
-    }
 
     /// The socket libssh2 talks on, for tunnels polling this session.
     var socketDescriptor: Int32 { lock.withLock { socket } }
