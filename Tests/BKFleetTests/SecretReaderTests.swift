@@ -30,6 +30,15 @@ final class SecretReaderTests: XCTestCase {
         XCTAssertEqual(value, Array("tok\r\nen".utf8))
     }
 
+    func test_ssh_key_ends_with_exactly_one_newline_as_openssh_needs() throws {
+        let reader = SecretReader(environment: ["KEY": "-----BEGIN-----\nabc\n-----END-----"])
+        let fromEnv = try reader.resolve(.environment(name: "KEY"), role: .sshKey("deploy"))
+        XCTAssertEqual(fromEnv, Array("-----BEGIN-----\nabc\n-----END-----\n".utf8))
+        let path = try write("key", Array("-----BEGIN-----\nabc\n-----END-----\n\n".utf8))
+        let fromFile = try reader.resolve(.file(path: path), role: .sshKey("deploy"))
+        XCTAssertEqual(fromFile, Array("-----BEGIN-----\nabc\n-----END-----\n".utf8))
+    }
+
     func test_secret_keeps_leading_spaces_and_inner_newlines() {
         XCTAssertEqual(SecretReader.trimmingTrailingNewlines(Array(" a\nb \n".utf8)),
                        Array(" a\nb ".utf8))

@@ -47,9 +47,9 @@ TOML
 } > "$inv"
 
 token_sum=$(tr -d '\n' < "$client/tokens/default.token" | sha256sum | cut -c1-64)
-# The stored key is the file with trailing newlines removed.
+# The stored key is the file ending in exactly one newline (OpenSSH needs it).
 key_sum=$(python3 -c 'import sys, hashlib
-print(hashlib.sha256(open(sys.argv[1], "rb").read().rstrip(b"\n")).hexdigest())' \
+print(hashlib.sha256(open(sys.argv[1], "rb").read().rstrip(b"\n") + b"\n").hexdigest())' \
   "$client/id_ed25519")
 
 # Prints one line per problem found on host $1; nothing when it is sound.

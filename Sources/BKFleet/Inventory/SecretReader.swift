@@ -1,7 +1,7 @@
 // Fetches a secret's value on the machine running bkfleet: from a file, an environment
-// variable or a command's standard output, with trailing newlines removed. Errors name
-// the secret and its source (path, variable, command), never the value; nothing here
-// keeps, logs or sends the value.
+// variable or a command's standard output, with trailing newlines removed (an SSH key keeps
+// one). Errors name the secret and its source (path, variable, command), never the value;
+// nothing here keeps, logs or sends the value.
 import Foundation
 
 /// Which secret is being read, for messages: `token 'default'`, `SSH key 'deploy'`.
@@ -54,8 +54,9 @@ public struct SecretReader: Sendable {
         self.commandTimeout = commandTimeout
     }
 
-    /// The secret's bytes, trailing `\n` and `\r\n` removed. Throws `SecretError` when
-    /// the source cannot be read or gives an empty value.
+    /// The secret's bytes, trailing `\n` and `\r\n` removed; an SSH key then gets exactly
+    /// one `\n` back, since OpenSSH refuses a private key file without its final newline.
+    /// Throws `SecretError` when the source cannot be read or gives an empty value.
     public func resolve(_ source: SecretSource, role: SecretRole) throws -> [UInt8] {
         let (raw, origin) = try fetch(source, role: role)
         let value = Self.trimmingTrailingNewlines(raw)
@@ -63,6 +64,7 @@ public struct SecretReader: Sendable {
             throw SecretError(role: role, message: "\(role) from \(origin) is empty; put the "
                 + "secret there or change \(role.section)")
         }
+        if case .sshKey = role { return value + [0x0A] }
         return value
     }
 
