@@ -59,22 +59,25 @@ public struct HTTPTransportError: Error, Equatable, CustomStringConvertible {
 }
 
 public enum HTTPClient {
-    /// curl_global_init is not thread-safe; a global's lazy initialiser runs exactly once.
-    private static let globalInit: CURLcode = curl_global_init(Int(CURL_GLOBAL_DEFAULT))
-
     public static func send(_ request: HTTPRequest) throws -> HTTPResponse {
-        _ = globalInit
-        guard let handle = curl_easy_init() else {
+        // libcurl is loaded (and globally initialised) once, on the first request.
+        if let why = ccurl_load() {
+            throw HTTPTransportError(url: redacted(request.url), curlCode: -1,
+                                     message: "libcurl could not be loaded ("
+                                     + String(cString: why) + "); install libcurl4 "
+                                     + "(Debian: apt-get install libcurl4)")
+        }
+        guard let handle = ccurl_easy_init() else {
             throw HTTPTransportError(url: redacted(request.url), curlCode: -1,
                                      message: "libcurl could not create a handle")
         }
-        defer { curl_easy_cleanup(handle) }
+        defer { ccurl_easy_cleanup(handle) }
 
         let sink = ResponseSink()
         let sinkPointer = Unmanaged.passUnretained(sink).toOpaque()
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         var headerList: UnsafeMutablePointer<curl_slist>?
-        defer { curl_slist_free_all(headerList) }
+        defer { ccurl_slist_free_all(headerList) }
 
         // The body must stay at one address until curl_easy_perform returns.
         let body = request.body ?? []
@@ -118,7 +121,7 @@ public enum HTTPClient {
 
                 // "Expect: 100-continue" only adds a round trip for small JSON bodies.
                 for line in request.headers + ["Expect:"] {
-                    headerList = curl_slist_append(headerList, line)
+                    headerList = ccurl_slist_append(headerList, line)
                 }
                 if let secret = request.secretHeader {
                     // curl_slist_append copies the line; wipe our C copy straight after.
@@ -126,7 +129,7 @@ public enum HTTPClient {
                     cLine.withUnsafeMutableBufferPointer { buffer in
                         buffer.baseAddress!.withMemoryRebound(to: CChar.self,
                                                               capacity: buffer.count) {
-                            headerList = curl_slist_append(headerList, $0)
+                            headerList = ccurl_slist_append(headerList, $0)
                         }
                         for index in buffer.indices { buffer[index] = 0 }
                     }
@@ -139,13 +142,13 @@ public enum HTTPClient {
                 set(ccurl_setopt_pointer(handle, CURLOPT_HEADERDATA, sinkPointer))
                 if failed != CURLE_OK { return failed }
 
-                return curl_easy_perform(handle)
+                return ccurl_easy_perform(handle)
             }
         }
 
         guard code == CURLE_OK else {
             let detail = String(cString: errorBuffer)
-            let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            let message = detail.isEmpty ? String(cString: ccurl_easy_strerror(code)) : detail
             throw HTTPTransportError(url: redacted(request.url), curlCode: Int(code.rawValue),
                                      message: message)
         }

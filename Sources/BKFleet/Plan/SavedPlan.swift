@@ -197,7 +197,7 @@ public struct SavedPlan: Codable, Sendable {
 
     public init(inventory: Inventory, reports: [HostReport], addresses: [String: String],
                 now: Date = Date()) {
-        createdAt = ISO8601DateFormatter().string(from: now)
+        createdAt = UTCStamp.iso8601(now)
         inventoryPath = inventory.path
         inventorySHA256 = inventory.contentHash
         hosts = reports.map { SavedHostPlan(report: $0, address: addresses[$0.host] ?? "") }

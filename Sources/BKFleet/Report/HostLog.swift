@@ -22,7 +22,7 @@ struct HostLog {
                                            attributes: [.posixPermissions: 0o600])
             path = file
         }
-        let stamp = ISO8601DateFormatter().string(from: Date())
+        let stamp = UTCStamp.iso8601()
         guard let handle = FileHandle(forWritingAtPath: file) else { return }
         handle.seekToEndOfFile()
         handle.write(Data("[\(stamp)] \(text)\n".utf8))

@@ -7,16 +7,12 @@ public final class JsonEventSink: EventSink, @unchecked Sendable {
     private let lock = NSLock()
     private let write: (String) -> Void
     private let now: () -> Date
-    private let stamp: ISO8601DateFormatter
 
     /// `write` receives one complete line (with its newline) per event.
     public init(now: @escaping () -> Date = Date.init,
                 write: @escaping (String) -> Void) {
         self.now = now
         self.write = write
-        stamp = ISO8601DateFormatter()
-        stamp.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        stamp.timeZone = TimeZone(identifier: "UTC")
     }
 
     public func event(host: String, step: Step, message: String) {
@@ -106,7 +102,7 @@ public final class JsonEventSink: EventSink, @unchecked Sendable {
     private func emit(_ fields: [String: JSONValue]) {
         lock.withLock {
             var all = fields
-            all["time"] = .string(stamp.string(from: now()))
+            all["time"] = .string(UTCStamp.iso8601(now(), fraction: true))
             let keys = JsonEventSink.order.filter { all[$0] != nil }
                 + all.keys.filter { !JsonEventSink.order.contains($0) }.sorted()
             let body = keys.map { "\(JSONValue.quote($0)):\(all[$0]!.text)" }

@@ -155,18 +155,15 @@ public enum RunSetup {
     /// `.bkfleet/runs/<UTC time>/` beside the inventory, private to the operator.
     public static func runDirectory(for inventory: Inventory, now: Date = Date()) throws
         -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let stamp = UTCStamp.compact(now) + "Z"
         let base = ((inventory.path as NSString).deletingLastPathComponent as NSString)
             .appendingPathComponent(".bkfleet/runs")
-        var path = (base as NSString).appendingPathComponent(formatter.string(from: now))
+        var path = (base as NSString).appendingPathComponent(stamp)
         var suffix = 1
         while FileManager.default.fileExists(atPath: path) {
             suffix += 1
             path = (base as NSString).appendingPathComponent(
-                formatter.string(from: now) + "-\(suffix)")
+                stamp + "-\(suffix)")
         }
         do {
             try FileManager.default.createDirectory(atPath: path,

@@ -64,7 +64,7 @@ extension SSHSession {
 
         var result = RemoteResult(exitStatus: -1, exitSignal: nil, stdout: [], stderr: [])
         var pending: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        var chunk = [UInt8](repeating: 0, count: SSHSession.readChunkSize)
         while true {
             guard let (progressed, eof, error) = locked({ _ -> (Bool, Bool, Int) in
                 var progressed = false
