@@ -1,7 +1,9 @@
 // Fleet tests for the operator commands: `status` on a converged host and on hosts that
-// drifted (token touched, token replaced), `retire` (dry run, then for real), the jump
-// host (`fleet up 3 --inner 1`: inner-01 only through builder-01) and an identity file
-// protected by a passphrase read from its source. They need the fleet up.
+// drifted (token touched, token edited by hand, unit stopped), `retire` (dry run, then
+// for real, then how status reads the retired host), the jump host (`fleet up 3
+// --inner 1`: inner-01 only through builder-01; one jump session shared by two hosts
+// behind it) and an identity file protected by a passphrase read from its source. They
+// need the fleet up.
 import Foundation
 import XCTest
 
@@ -36,11 +38,14 @@ final class StatusFleetTests: XCTestCase {
         XCTAssertEqual(converged["ok"] as? Bool, true, ok.out)
         let host = (converged["hosts"] as? [[String: Any]])?.first
         let record = host?["last_apply"] as? [String: String]
-        XCTAssertNotNil(record?["time"], "apply leaves a run record: \(ok.out)")
+        let time = try XCTUnwrap(record?["time"], "apply leaves a run record: \(ok.out)")
+        XCTAssertNotNil(time.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"#,
+                                   options: .regularExpression), "ISO 8601 UTC: \(time)")
         let builder = try XCTUnwrap(agent(converged, "builder"), ok.out)
         XCTAssertEqual(builder["token_on_host"] as? String, builder["token_wanted"] as? String)
         XCTAssertEqual(builder["registered"] as? Bool, true, ok.out)
         XCTAssertEqual(builder["confined"] as? Bool, true)
+        XCTAssertEqual(builder["connected"] as? Bool, true, ok.out)
         XCTAssertEqual(builder["token_mode"] as? String, "0400")
         XCTAssertFalse(ok.all.contains(FleetHarness.tokenValue()))
 
@@ -63,6 +68,61 @@ final class StatusFleetTests: XCTestCase {
         let repair = FleetHarness.bkfleet(["apply", inventory, "--on", "builder-02"])
         XCTAssertEqual(repair.status, 0, repair.all)
         XCTAssertTrue(repair.out.contains("changed"), repair.out)
+    }
+
+    func testTokenChangedByHandShowsRestartPendingThenStoppedUnitShowsNoConfinement()
+        throws {
+        FleetHarness.reset(["builder-04"])
+        let inventory = try FleetHarness.inventory(FleetHarness.standardInventory(
+            hostsOverride: """
+            [[hosts]]
+            name = "builder-04"
+            address = "10.250.0.14"
+            agents = ["builder"]
+            """))
+        let apply = FleetHarness.bkfleet(["apply", inventory])
+        XCTAssertEqual(apply.status, 0, apply.all)
+
+        // Someone edits the token file on the host and restarts nothing.
+        let token = "/var/lib/bkfleet/secrets/builder/token"
+        FleetHarness.exec("builder-04", "sleep 1; printf edited > \(token).new; "
+                          + "cat \(token).new > \(token); rm \(token).new")
+        let (edited, document) = try statusJSON(inventory, on: "builder-04")
+        XCTAssertEqual(edited.status, 1, edited.all)
+        let builder = try XCTUnwrap(agent(document, "builder"), edited.out)
+        XCTAssertEqual(builder["restart_pending"] as? Bool, true, edited.out)
+        XCTAssertNotEqual(builder["token_on_host"] as? String,
+                          builder["token_wanted"] as? String)
+        // The agent still runs with the token it started with: Buildkite lists it.
+        XCTAssertEqual(builder["connected"] as? Bool, true, edited.out)
+        let table = FleetHarness.bkfleet(["status", inventory])
+        let note = table.out.split(separator: "\n")
+            .first { $0.contains("builder-04: agent builder:") }.map(String.init) ?? ""
+        XCTAssertTrue(note.contains("restart pending"), table.out)
+        XCTAssertTrue(note.contains("wanted"), table.out)
+        XCTAssertTrue(note.contains("bkfleet apply \(inventory) --on builder-04"), table.out)
+
+        // A stopped unit: confinement and registration are unknown, not "yes".
+        FleetHarness.exec("builder-04", "systemctl stop buildkite-agent-builder")
+        let (stopped, after) = try statusJSON(inventory, on: "builder-04")
+        XCTAssertEqual(stopped.status, 1, stopped.all)
+        let down = try XCTUnwrap(agent(after, "builder"), stopped.out)
+        XCTAssertTrue(down["confined"] is NSNull, stopped.out)
+        XCTAssertTrue(down["registered"] is NSNull, stopped.out)
+        XCTAssertEqual(down["restart_pending"] as? Bool, false, stopped.out)
+        let stoppedTable = FleetHarness.bkfleet(["status", inventory]).out
+        let lines = stoppedTable.split(separator: "\n").map(String.init)
+        let column = try XCTUnwrap(lines.first?.range(of: "CONFINED"), stoppedTable)
+            .lowerBound.utf16Offset(in: lines[0])
+        let row = try XCTUnwrap(lines.first { $0.hasPrefix("builder-04") }, stoppedTable)
+        XCTAssertEqual(row.dropFirst(column).prefix(8)
+                        .trimmingCharacters(in: .whitespaces), "-", stoppedTable)
+        XCTAssertTrue(stoppedTable.contains("unit inactive/dead"), stoppedTable)
+
+        let repair = FleetHarness.bkfleet(["apply", inventory])
+        XCTAssertEqual(repair.status, 0, repair.all)
+        let (fixed, _) = try statusJSON(inventory, on: "builder-04")
+        XCTAssertEqual(fixed.status, 0, fixed.all)
     }
 
     func testStatusReportsUnreachableHost() throws {
@@ -105,6 +165,26 @@ final class StatusFleetTests: XCTestCase {
         XCTAssertTrue(left.out.contains("\n0\n"), left.out)
         XCTAssertFalse(left.out.contains("\nactive\n"), left.out)
         XCTAssertTrue(left.out.contains("action=retire"), left.out)
+
+        // Status reads the host as retired: drift only while the inventory still gives
+        // it agents, and then it says apply would bring them back.
+        let listed = FleetHarness.bkfleet(["status", inventory, "--on", "builder-03"])
+        XCTAssertEqual(listed.status, 1, listed.all)
+        XCTAssertTrue(listed.out.contains("(retired)"), listed.out)
+        XCTAssertTrue(listed.out.contains("would restore"), listed.out)
+        let emptied = try FleetHarness.inventory(FleetHarness.standardInventory(
+            hostsOverride: """
+            [[hosts]]
+            name = "builder-03"
+            address = "10.250.0.13"
+            agents = []
+            """))
+        let quiet = FleetHarness.bkfleet(["status", emptied])
+        XCTAssertEqual(quiet.status, 0, quiet.all)
+        XCTAssertTrue(quiet.out.contains("(retired)"), quiet.out)
+        let (_, document) = try statusJSON(emptied, on: "builder-03")
+        XCTAssertEqual((document["hosts"] as? [[String: Any]])?.first?["retired"] as? Bool,
+                       true)
 
         // A host the inventory no longer lists needs its address.
         let unknown = FleetHarness.bkfleet(["retire", "builder-09", "--inventory", inventory])
@@ -157,6 +237,44 @@ final class StatusFleetTests: XCTestCase {
                                       with: "verify_timeout = 45\nconnect_timeout = 2"))
         let refused = FleetHarness.bkfleet(["status", direct])
         XCTAssertEqual(refused.status, 1, refused.all)
+    }
+
+    func testHostsBehindOneBastionShareOneJumpSession() throws {
+        let hosts = FleetHarness.read(FleetHarness.clientDir + "/hosts.json")
+        guard hosts.contains("inner-01") else {
+            throw XCTSkip("needs `fleet up 4 --inner 1`")
+        }
+        // Two hosts behind the same bastion: inner-01 (reachable only so) and builder-04
+        // (which builder-01 reaches on the outer bridge too). No agents: inner hosts
+        // cannot reach the Buildkite stand-in (docs/test-fleet.md).
+        FleetHarness.reset(["inner-01", "builder-04"])
+        let inventory = try FleetHarness.inventory(FleetHarness.standardInventory(
+            hostsOverride: """
+            [[hosts]]
+            name = "inner-01"
+            address = "10.250.1.11"
+            agents = []
+            jump = { address = "10.250.0.11", user = "root" }
+            [[hosts]]
+            name = "builder-04"
+            address = "10.250.0.14"
+            agents = []
+            jump = { address = "10.250.0.11", user = "root" }
+            """))
+        func jumpConnections(_ output: String) -> Int {
+            output.components(separatedBy: "connecting to jump host").count - 1
+        }
+        // Both hosts are in flight together (parallel 50): one connection to the
+        // bastion carries both.
+        let apply = FleetHarness.bkfleet(["apply", inventory, "-v"])
+        XCTAssertEqual(apply.status, 0, apply.all)
+        XCTAssertEqual(jumpConnections(apply.all), 1, apply.all)
+        XCTAssertTrue(apply.out.contains("2 changed"), apply.all)
+        let status = FleetHarness.bkfleet(["status", inventory, "-v"])
+        XCTAssertEqual(status.status, 0, status.all)
+        XCTAssertEqual(jumpConnections(status.all), 1, status.all)
+        XCTAssertFalse(status.out.contains("unreachable"), status.out)
+        FleetHarness.reset(["builder-04"])
     }
 
     func testPassphraseFromItsSourceAndClearErrorWithout() throws {

@@ -1,7 +1,8 @@
 // `status`: one read-only look at a host, agent by agent: module up to date, token
 // fingerprint on the host against the inventory's, owner and mode, unit, confinement,
-// registration, restart pending, and the run record of the last apply. It runs only the
-// probe and the registration check; it never writes to the host (nor records host keys).
+// registration, Buildkite's connected flag, restart pending, the run record of the last
+// apply and whether the host was retired. It runs only the probe and the registration
+// check; it never writes to the host (nor records host keys). The table is StatusTable.
 import Foundation
 
 public struct AgentStatus: Sendable, Codable, Equatable {
@@ -14,15 +15,21 @@ public struct AgentStatus: Sendable, Codable, Equatable {
     public var tokenWanted: String?
     public var tokenOwner: String?
     public var tokenMode: String?
+    /// Owner, group and mode the inventory wants (`owner:group 0400`); nil when unwanted.
+    public var ownershipWanted: String?
     /// Owner and mode as the inventory wants them on this host.
     public var ownershipOK: Bool
     /// `active/running`, `inactive/dead`, or `not loaded`.
     public var unit: String
     public var running: Bool
-    public var confined: Bool
-    /// Nil when not checked (the unit does not run).
+    /// Nil when the unit does not run: confinement is a property of a running process.
+    public var confined: Bool?
+    /// Registered since the unit started. Nil when not checked (the unit does not run).
     public var registered: Bool?
     public var registration: String
+    /// Buildkite's agent list shows a connected agent of this name on this host. Nil
+    /// without `[buildkite]` API access (or for an agent the inventory does not know).
+    public var connected: Bool?
     /// The unit started before its token (or SSH key) file last changed.
     public var restartPending: Bool
 
@@ -30,15 +37,55 @@ public struct AgentStatus: Sendable, Codable, Equatable {
         case agent, inInventory = "in_inventory", moduleUpToDate = "module_up_to_date"
         case tokenOnHost = "token_on_host", tokenWanted = "token_wanted"
         case tokenOwner = "token_owner", tokenMode = "token_mode"
+        case ownershipWanted = "ownership_wanted"
         case ownershipOK = "ownership_ok", unit, running, confined, registered, registration
-        case restartPending = "restart_pending"
+        case connected, restartPending = "restart_pending"
+    }
+
+    // Written by hand so that an unknown value is `null`, not a missing key: a pipeline
+    // reading `.registered` must find it on every agent (docs/events.md).
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(agent, forKey: .agent)
+        try c.encode(inInventory, forKey: .inInventory)
+        try c.encode(moduleUpToDate, forKey: .moduleUpToDate)
+        try c.encode(tokenOnHost, forKey: .tokenOnHost)
+        try c.encode(tokenWanted, forKey: .tokenWanted)
+        try c.encode(tokenOwner, forKey: .tokenOwner)
+        try c.encode(tokenMode, forKey: .tokenMode)
+        try c.encode(ownershipWanted, forKey: .ownershipWanted)
+        try c.encode(ownershipOK, forKey: .ownershipOK)
+        try c.encode(unit, forKey: .unit)
+        try c.encode(running, forKey: .running)
+        try c.encode(confined, forKey: .confined)
+        try c.encode(registered, forKey: .registered)
+        try c.encode(registration, forKey: .registration)
+        try c.encode(connected, forKey: .connected)
+        try c.encode(restartPending, forKey: .restartPending)
     }
 
     /// Everything as the inventory wants it.
     public var ok: Bool {
         inInventory && moduleUpToDate && tokenOnHost != nil && tokenOnHost == tokenWanted
             && ownershipOK && running && registered == true && !restartPending
-            && confined
+            && confined == true && connected != false
+    }
+
+    /// Confinement as the status reports it: nil when the unit does not run; true when
+    /// the inventory turned confinement off for the agent; else RootDirectory set and
+    /// the token file bound read-only.
+    public static func confinement(of unit: UnitState, tokenPath: String,
+                                   wanted: Bool) -> Bool? {
+        guard unit.isRunning else { return nil }
+        guard wanted else { return true }
+        return !unit.rootDirectory.isEmpty && unit.readOnlyBinds.contains(tokenPath)
+    }
+
+    /// The unit's main process started before the newest change to a secret file.
+    public static func restartPending(_ unit: UnitState, secretsChanged: [Int]) -> Bool {
+        guard unit.isRunning, let started = unit.startedAt,
+              let changed = secretsChanged.max() else { return false }
+        return started < changed
     }
 }
 
@@ -50,16 +97,66 @@ public struct HostStatus: Sendable, Codable, Equatable {
     public var error: String?
     /// The index module (`default.nix`) matches the inventory.
     public var indexUpToDate: Bool
-    /// The run record: `time` (epoch seconds), `run`, `operator`, `action`, `version`.
+    /// The run record: `time` (ISO 8601, UTC), `run`, `operator`, `action`, `version`.
     public var lastApply: [String: String]
+    /// The last run here was a retire and no agent of bkfleet's is left on the host.
+    public var retired: Bool
     public var agents: [AgentStatus]
+
+    public init(host: String, address: String, reachable: Bool, error: String? = nil,
+                indexUpToDate: Bool, lastApply: [String: String], retired: Bool = false,
+                agents: [AgentStatus]) {
+        self.host = host
+        self.address = address
+        self.reachable = reachable
+        self.error = error
+        self.indexUpToDate = indexUpToDate
+        self.lastApply = lastApply
+        self.retired = retired
+        self.agents = agents
+    }
 
     enum CodingKeys: String, CodingKey {
         case host, address, reachable, error, indexUpToDate = "index_up_to_date"
-        case lastApply = "last_apply", agents
+        case lastApply = "last_apply", retired, agents
     }
 
-    public var ok: Bool { reachable && indexUpToDate && agents.allSatisfy(\.ok) }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(host, forKey: .host)
+        try c.encode(address, forKey: .address)
+        try c.encode(reachable, forKey: .reachable)
+        try c.encode(error, forKey: .error)
+        try c.encode(indexUpToDate, forKey: .indexUpToDate)
+        try c.encode(lastApply, forKey: .lastApply)
+        try c.encode(retired, forKey: .retired)
+        try c.encode(agents, forKey: .agents)
+    }
+
+    public var ok: Bool {
+        reachable && error == nil && indexUpToDate && agents.allSatisfy(\.ok)
+    }
+
+    /// The run record as status shows it: `time`, kept on the host as seconds since the
+    /// epoch, becomes ISO 8601 in UTC (`2024-05-01T12:00:00Z`); other keys as they are.
+    public static func presentRecord(_ record: [String: String]) -> [String: String] {
+        var shown = record
+        if let seconds = record["time"].flatMap(Double.init) {
+            let formatter = ISO8601DateFormatter()
+            formatter.timeZone = TimeZone(identifier: "UTC")
+            shown["time"] = formatter.string(from: Date(timeIntervalSince1970: seconds))
+        }
+        return shown
+    }
+
+    /// A host reads as retired when its last run was a retire and the probe found no
+    /// module, secret folder or loaded unit of any agent on it.
+    public static func isRetired(_ state: HostState) -> Bool {
+        guard state.lastApply["action"] == "retire" else { return false }
+        return !state.agents.values.contains { found in
+            found.secretDir != nil || found.unit.loaded || !found.secrets.isEmpty
+        } && state.modules.keys.allSatisfy { $0 == "default.nix" }
+    }
 }
 
 public enum FleetStatus {
@@ -108,7 +205,8 @@ extension HostRun {
                                     moduleDir: inventory.defaults.moduleDir)
             let changed = Set(plan.modules.map(\.file))
             status.indexUpToDate = !changed.contains("default.nix")
-            status.lastApply = state.lastApply
+            status.lastApply = HostStatus.presentRecord(state.lastApply)
+            status.retired = HostStatus.isRetired(state)
             let names = Set(desired.agents.keys).union(state.agents.keys.filter { name in
                 state.modules["\(name).nix"] != nil || state.agents[name]?.secretDir != nil
                     || state.agents[name]?.unit.loaded == true
@@ -135,27 +233,42 @@ extension HostRun {
         let token = found.secrets[.token]
         let wantedOwner = profile.map { Planner.secretOwnership(agent: $0, on: state) }
         let tokenPath = ModuleRenderer.secretPath(inventory, agent: name, kind: .token)
-        let confined = !unit.rootDirectory.isEmpty && unit.readOnlyBinds.contains(tokenPath)
         var registered: Bool?
         var registration = "not checked: the unit does not run"
         if unit.isRunning, let profile {
             (registered, registration) = self.registration(profile, found: found,
                                                            hostname: state.hostname)
         }
-        let lastChange = found.secretModified.values.max()
-        let pending = unit.isRunning && lastChange != nil && unit.startedAt != nil
-            && unit.startedAt! < lastChange!
+        var connected: Bool?
+        if case .api(let board) = context.registrations, let profile {
+            let expected = expectedName(profile, hostname: state.hostname)
+            let host = state.hostname.lowercased()
+            connected = (try? board.agents(fetchedAfter: Date().addingTimeInterval(-30)))
+                .map { agents in
+                    agents.contains { $0.isConnected && $0.name == expected
+                        && $0.hostname.lowercased() == host }
+                }
+        }
         return AgentStatus(
             agent: name, inInventory: desired != nil, moduleUpToDate: !moduleChanged,
             tokenOnHost: token.map { Digest.fingerprint(hex: $0.sha256) },
             tokenWanted: desired?.secrets[.token]?.fingerprint,
             tokenOwner: token.map { "\($0.ownership.owner):\($0.ownership.group)" },
-            tokenMode: token.map { $0.ownership.mode.count == 3 ? "0" + $0.ownership.mode
-                                                                 : $0.ownership.mode },
+            tokenMode: token.map { Self.fourDigits($0.ownership.mode) },
+            ownershipWanted: desired == nil ? nil : wantedOwner.map {
+                "\($0.owner):\($0.group) \(Self.fourDigits($0.mode))"
+            },
             ownershipOK: token != nil && token?.ownership == wantedOwner,
             unit: unit.loaded ? unit.summary : "not loaded", running: unit.isRunning,
-            confined: profile?.confinement == false ? true : confined,
-            registered: registered, registration: registration, restartPending: pending)
+            confined: AgentStatus.confinement(of: unit, tokenPath: tokenPath,
+                                              wanted: profile?.confinement != false),
+            registered: registered, registration: registration, connected: connected,
+            restartPending: AgentStatus.restartPending(
+                unit, secretsChanged: Array(found.secretModified.values)))
+    }
+
+    private static func fourDigits(_ mode: String) -> String {
+        mode.count == 3 ? "0" + mode : mode
     }
 
     /// Registered since the unit started: through the API when configured, otherwise

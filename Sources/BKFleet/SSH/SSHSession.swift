@@ -48,6 +48,8 @@ public final class SSHSession {
     private var tunnel: TunnelEnd?
     /// Tunnels of other sessions currently riding on this one (guarded by `lock`).
     private var tunnels = 0
+    /// Run once by `close`, after this session's tunnel ended (guarded by `lock`).
+    private var whenClosed: (() -> Void)?
 
     private init(endpoint: SSHEndpoint, raw: OpaquePointer, socket: Int32,
                  jump: SSHSession?, ownsJump: Bool, stepTimeout: Double) {
@@ -132,6 +134,17 @@ public final class SSHSession {
         // crypto library beneath it, when the process exits after closing.
         tunnel?.waitUntilEnded(seconds: 2)
         if ownsJump { jump?.close() }
+        let hook = lock.withLock { () -> (() -> Void)? in
+            defer { whenClosed = nil }
+            return whenClosed
+        }
+        hook?()
+    }
+
+    /// Runs `body` once when this session is closed, after its tunnel (if any) ended:
+    /// how a shared jump session learns that one of its users is gone (JumpPool).
+    public func onClose(_ body: @escaping () -> Void) {
+        lock.withLock { whenClosed = body }
     }
 
     private func closeOwn() {
@@ -227,6 +240,9 @@ public final class SSHSession {
             return (code, message.map { String(cString: $0) } ?? "unknown error")
         } ?? (LIBSSH2_ERROR_SOCKET_DISCONNECT, "session closed")
     }
+
+    /// Bytes read from a channel per libssh2 call (see SSHCommand.swift's `exchange`).
+    static let readChunkSize = 4 * 1024
 
     /// Reads what both streams of `channel` have ready without waiting: stdout (stream 0)
     /// into `stdout`, stderr (stream 1) into `stderr`. Returns whether anything arrived,

@@ -1,0 +1,200 @@
+// The `status` table: one row per agent (one per host that could not be read or was
+// retired), then one note per row that is not as the inventory wants, saying what
+// differs and what to run, then a summary line. Pure text from HostStatus values; it
+// reads no host and decides nothing that HostStatus did not.
+import Foundation
+
+public enum StatusTable {
+    /// The whole table. `applyCommand` is how the operator reruns apply for this
+    /// inventory (e.g. `bkfleet apply fleet.toml`); notes add `--on HOST` to it.
+    public static func render(_ statuses: [HostStatus], color: Bool,
+                              applyCommand: String = "bkfleet apply") -> String {
+        func mark(_ good: Bool, _ text: String) -> String {
+            guard color, !good else { return text }
+            return "\u{1B}[31m\(text)\u{1B}[0m"
+        }
+        var rows: [[(String, Bool)]] = [[
+            ("HOST", true), ("AGENT", true), ("MODULE", true), ("TOKEN", true),
+            ("OWNER MODE", true), ("UNIT", true), ("CONFINED", true), ("REGISTERED", true),
+            ("CONNECTED", true), ("LAST APPLY", true),
+        ]]
+        var notes: [String] = []
+        func blankRow(_ host: String, _ agent: (String, Bool), _ module: (String, Bool),
+                      last: (String, Bool)) -> [(String, Bool)] {
+            [(host, true), agent, module] + Array(repeating: ("", true), count: 6) + [last]
+        }
+        for status in statuses {
+            let last = (lastApply(status.lastApply), !status.lastApply.isEmpty)
+            notes += self.notes(status, applyCommand: applyCommand)
+            guard status.reachable, status.error == nil else {
+                rows.append(blankRow(status.host, ("-", false),
+                                     (status.reachable ? "unreadable" : "unreachable", false),
+                                     last: ("", true)))
+                continue
+            }
+            if status.retired || status.agents.isEmpty {
+                let good = status.ok
+                rows.append(blankRow(status.host,
+                                     (status.retired ? "(retired)" : "(none)", good),
+                                     (status.indexUpToDate ? "ok" : "stale",
+                                      status.indexUpToDate), last: last))
+                continue
+            }
+            for agent in status.agents {
+                let token: String
+                if let have = agent.tokenOnHost {
+                    token = have == agent.tokenWanted ? have + " ok"
+                        : have + " ≠ " + (agent.tokenWanted ?? "none")
+                } else {
+                    token = "missing"
+                }
+                let owner = agent.tokenOwner.map { "\($0) \(agent.tokenMode ?? "")" } ?? "-"
+                rows.append([
+                    (status.host, true), (agent.agent, agent.inInventory),
+                    (agent.moduleUpToDate ? "ok" : "stale", agent.moduleUpToDate),
+                    (token, agent.tokenOnHost != nil && agent.tokenOnHost == agent.tokenWanted),
+                    (owner, agent.ownershipOK),
+                    (agent.unit + (agent.restartPending ? " (restart pending)" : ""),
+                     agent.running && !agent.restartPending),
+                    (yesNo(agent.confined), agent.confined != false),
+                    (yesNo(agent.registered), agent.registered == true),
+                    (yesNo(agent.connected), agent.connected != false),
+                    last,
+                ])
+            }
+        }
+        let widths = (0..<rows[0].count).map { column in
+            rows.map { $0[column].0.count }.max() ?? 0
+        }
+        var lines = rows.map { row in
+            row.enumerated().map { column, cell in
+                let padded = column == row.count - 1 ? cell.0
+                    : cell.0.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                return mark(cell.1, padded)
+            }.joined(separator: "  ")
+        }
+        lines += notes.map { "  " + $0 }
+        let bad = statuses.filter { !$0.ok }.count
+        let retired = statuses.filter { $0.ok && $0.retired }.count
+        lines.append("\nStatus: \(statuses.count) host(s), \(statuses.count - bad) as the "
+                     + "inventory wants" + (retired > 0 ? " (\(retired) retired)" : "")
+                     + ", \(bad) not.")
+        return lines.joined(separator: "\n")
+    }
+
+    /// `yes`, `no`, or `-` when not known (the unit does not run, no API access).
+    static func yesNo(_ value: Bool?) -> String {
+        value.map { $0 ? "yes" : "no" } ?? "-"
+    }
+
+    /// The notes for one host: why it could not be read, a stale module index, a retired
+    /// host the inventory still gives agents, and one line per agent not as wanted.
+    public static func notes(_ status: HostStatus, applyCommand: String = "bkfleet apply")
+        -> [String] {
+        let apply = "\(applyCommand) --on \(status.host)"
+        guard status.reachable, status.error == nil else {
+            return ["\(status.host): \(status.error ?? "not read")"]
+        }
+        var notes: [String] = []
+        if status.retired {
+            let wanted = status.agents.filter(\.inInventory).map(\.agent)
+            if !wanted.isEmpty {
+                notes.append("\(status.host): retired (\(lastApply(status.lastApply))), but "
+                             + "the inventory still gives it \(wanted.joined(separator: ", "))"
+                             + ": `\(apply)` would restore them; or remove the host from "
+                             + "the inventory")
+            }
+            if !status.indexUpToDate {
+                notes.append("\(status.host): the module index (default.nix) differs from "
+                             + "the inventory; run `\(apply)`")
+            }
+            return notes
+        }
+        if !status.indexUpToDate {
+            notes.append("\(status.host): the module index (default.nix) differs from the "
+                         + "inventory; run `\(apply)`")
+        }
+        for agent in status.agents where !agent.ok {
+            notes.append("\(status.host): agent \(agent.agent): " + note(agent, apply: apply))
+        }
+        return notes
+    }
+
+    /// What differs for one agent, then what to run about it.
+    static func note(_ agent: AgentStatus, apply: String) -> String {
+        var what: [String] = []
+        // Differences apply repairs: it rewrites files, starts units, removes agents.
+        var byApply = false
+        if !agent.inInventory {
+            what.append("not in the inventory for this host (apply removes it)")
+            byApply = true
+        } else {
+            if !agent.moduleUpToDate {
+                what.append("its module differs from the inventory's")
+                byApply = true
+            }
+            if let have = agent.tokenOnHost {
+                if have != agent.tokenWanted {
+                    what.append("token \(have) on the host, \(agent.tokenWanted ?? "none") "
+                                + "wanted")
+                    byApply = true
+                } else if !agent.ownershipOK {
+                    what.append("token file is \(agent.tokenOwner ?? "?") "
+                                + "\(agent.tokenMode ?? "?"), wanted "
+                                + (agent.ownershipWanted ?? "?"))
+                    byApply = true
+                }
+            } else {
+                what.append("no token file")
+                byApply = true
+            }
+            if !agent.running {
+                what.append("unit \(agent.unit)")
+                byApply = true
+            }
+        }
+        if agent.confined == false {
+            what.append("runs unconfined (no RootDirectory, or the token file not bound)")
+        }
+        if agent.restartPending {
+            what.append("started before its token or SSH key file last changed (restart "
+                        + "pending)")
+        }
+        if agent.registered == false {
+            what.append(agent.registration)
+        } else if agent.connected == false {
+            what.append("Buildkite lists no connected agent for it")
+        }
+        let unit = "buildkite-agent-\(agent.agent)"
+        let next: String
+        if byApply {
+            next = "run `\(apply)`"
+        } else if agent.confined == false {
+            next = "check the host's configuration.nix for settings that override \(unit) "
+                + "(systemd.services), then run `\(apply)`"
+        } else if agent.restartPending {
+            // apply restarts only for a changed secret or module; here both match.
+            next = "restart it on the host: `systemctl restart \(unit)`"
+        } else {
+            next = "read its log on the host: `journalctl -u \(unit)`"
+        }
+        return (what.isEmpty ? ["not as the inventory wants"] : what)
+            .joined(separator: "; ") + "; " + next
+    }
+
+    /// `2024-05-01 12:00Z by alice@laptop`, or `never` without a run record. Takes the
+    /// record's `time` as ISO 8601 (as status shows it) or as seconds since the epoch.
+    public static func lastApply(_ record: [String: String]) -> String {
+        guard let time = record["time"] else { return "never" }
+        let date = ISO8601DateFormatter().date(from: time)
+            ?? Double(time).map { Date(timeIntervalSince1970: $0) }
+        guard let date else { return "never" }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd HH:mm'Z'"
+        let action = record["action"].map { $0 == "apply" ? "" : " (\($0))" } ?? ""
+        return formatter.string(from: date)
+            + (record["operator"].map { " by \($0)" } ?? "") + action
+    }
+}

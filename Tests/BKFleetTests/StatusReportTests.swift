@@ -1,0 +1,159 @@
+// Unit tests for what `status` shows once the hosts were read: one note per row that is
+// not as wanted, the JSON document's fields (nulls kept, ISO 8601 times), confinement
+// only for running units, restart pending, and retired hosts. No host is contacted.
+import XCTest
+@testable import BKFleet
+
+final class StatusReportTests: XCTestCase {
+    private let wanted = "sha256:4f1c0a9e2b7d"
+
+    private func converged(_ name: String = "builder") -> AgentStatus {
+        AgentStatus(agent: name, inInventory: true, moduleUpToDate: true,
+                    tokenOnHost: wanted, tokenWanted: wanted,
+                    tokenOwner: "buildkite-agent-\(name):buildkite-agent-\(name)",
+                    tokenMode: "0400",
+                    ownershipWanted: "buildkite-agent-\(name):buildkite-agent-\(name) 0400",
+                    ownershipOK: true, unit: "active/running", running: true,
+                    confined: true, registered: true, registration: "registered",
+                    connected: true, restartPending: false)
+    }
+
+    private func host(_ agents: [AgentStatus], record: [String: String] = [:],
+                      retired: Bool = false) -> HostStatus {
+        HostStatus(host: "builder-02", address: "10.250.0.12", reachable: true,
+                   indexUpToDate: true, lastApply: record, retired: retired, agents: agents)
+    }
+
+    func testEveryDriftedRowGetsOneNoteSayingWhatDiffersAndWhatToRun() {
+        var token = converged("builder")
+        token.tokenOnHost = "sha256:91aa03c5e610"
+        var stopped = converged("deploy")
+        stopped.unit = "inactive/dead"
+        stopped.running = false
+        stopped.confined = nil
+        stopped.registered = nil
+        let status = host([token, stopped, converged("spare")])
+        let table = StatusTable.render([status], color: false,
+                                       applyCommand: "bkfleet apply fleet.toml")
+        let notes = table.split(separator: "\n").filter { $0.hasPrefix("  builder-02:") }
+        XCTAssertEqual(notes.count, 2, table)
+        let tokenNote = notes.first { $0.contains("agent builder:") } ?? ""
+        XCTAssertTrue(tokenNote.contains("sha256:91aa03c5e610 on the host"), table)
+        XCTAssertTrue(tokenNote.contains("\(wanted) wanted"), table)
+        XCTAssertTrue(tokenNote.contains("`bkfleet apply fleet.toml --on builder-02`"), table)
+        let unitNote = notes.first { $0.contains("agent deploy:") } ?? ""
+        XCTAssertTrue(unitNote.contains("unit inactive/dead"), table)
+        XCTAssertTrue(unitNote.contains("--on builder-02"), table)
+        XCTAssertTrue(table.contains("1 host(s), 0 as the inventory wants, 1 not"), table)
+    }
+
+    func testRestartPendingAloneSaysToRestartTheUnitNotToApply() {
+        var pending = converged()
+        pending.restartPending = true
+        let notes = StatusTable.notes(host([pending]))
+        XCTAssertEqual(notes.count, 1)
+        XCTAssertTrue(notes[0].contains("restart pending"), "\(notes)")
+        XCTAssertTrue(notes[0].contains("systemctl restart buildkite-agent-builder"),
+                      "\(notes)")
+        XCTAssertFalse(notes[0].contains("bkfleet apply"), "\(notes)")
+    }
+
+    func testRestartPendingComparesUnitStartWithNewestSecretChange() {
+        var unit = UnitState()
+        unit.properties = ["LoadState": "loaded", "ActiveState": "active",
+                           "SubState": "running", "ExecMainStartTimestamp": "@1700000100"]
+        XCTAssertTrue(AgentStatus.restartPending(unit, secretsChanged: [1_700_000_050,
+                                                                       1_700_000_101]))
+        XCTAssertFalse(AgentStatus.restartPending(unit, secretsChanged: [1_700_000_100]))
+        unit.properties["ActiveState"] = "inactive"
+        XCTAssertFalse(AgentStatus.restartPending(unit, secretsChanged: [1_700_000_101]))
+    }
+
+    func testConfinementIsUnknownForAUnitThatDoesNotRun() throws {
+        var unit = UnitState()
+        // A stopped unit keeps the properties of its definition.
+        unit.properties = ["LoadState": "loaded", "ActiveState": "inactive",
+                           "SubState": "dead", "RootDirectory": "/run/confinement/x",
+                           "BindReadOnlyPaths": "/var/lib/bkfleet/secrets/b/token"]
+        let path = "/var/lib/bkfleet/secrets/b/token"
+        XCTAssertNil(AgentStatus.confinement(of: unit, tokenPath: path, wanted: true))
+        unit.properties["ActiveState"] = "active"
+        unit.properties["SubState"] = "running"
+        XCTAssertEqual(AgentStatus.confinement(of: unit, tokenPath: path, wanted: true), true)
+        unit.properties["RootDirectory"] = ""
+        XCTAssertEqual(AgentStatus.confinement(of: unit, tokenPath: path, wanted: true), false)
+
+        var stopped = converged()
+        stopped.running = false
+        stopped.unit = "inactive/dead"
+        stopped.confined = nil
+        stopped.registered = nil
+        let table = StatusTable.render([host([stopped])], color: false)
+        let lines = table.split(separator: "\n").map(String.init)
+        let column = try XCTUnwrap(lines[0].range(of: "CONFINED")).lowerBound
+            .utf16Offset(in: lines[0])
+        let cell = lines[1].dropFirst(column).prefix(8)
+        XCTAssertEqual(cell.trimmingCharacters(in: .whitespaces), "-", table)
+    }
+
+    func testJSONKeepsUnknownValuesAsNullAndTimesInISO8601() throws {
+        var stopped = converged()
+        stopped.running = false
+        stopped.confined = nil
+        stopped.registered = nil
+        stopped.connected = nil
+        let record = HostStatus.presentRecord(["time": "1700000000", "action": "apply"])
+        XCTAssertEqual(record["time"], "2023-11-14T22:13:20Z")
+        XCTAssertEqual(StatusTable.lastApply(record), "2023-11-14 22:13Z")
+        let data = try JSONEncoder().encode(host([stopped], record: record))
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+        XCTAssertTrue(json["error"] is NSNull, "\(json)")
+        XCTAssertEqual(json["retired"] as? Bool, false)
+        let agent = try XCTUnwrap((json["agents"] as? [[String: Any]])?.first)
+        for key in ["registered", "confined", "connected"] {
+            XCTAssertTrue(agent[key] is NSNull, "\(key) must be present as null: \(agent)")
+        }
+        XCTAssertEqual((json["last_apply"] as? [String: String])?["time"],
+                       "2023-11-14T22:13:20Z")
+    }
+
+    func testRetiredHostReadsAsRetiredNotAsDrift() throws {
+        let record = Data("time=1700000000\naction=retire\noperator=ops@desk\n".utf8)
+            .base64EncodedString()
+        let state = try HostState.parse("""
+            module\tdefault.nix\t\(Data("{ imports = [ ]; }".utf8).base64EncodedString())
+            unit\tbuilder\tLoadState=not-found
+            lastapply\t\(record)
+            end
+            """)
+        XCTAssertTrue(HostStatus.isRetired(state))
+        let shown = HostStatus.presentRecord(state.lastApply)
+
+        // The inventory lists the host with no agents: as wanted, and says retired.
+        let empty = host([], record: shown, retired: true)
+        XCTAssertTrue(empty.ok)
+        let table = StatusTable.render([empty], color: false)
+        XCTAssertTrue(table.contains("(retired)"), table)
+        XCTAssertTrue(table.contains("1 as the inventory wants (1 retired), 0 not"), table)
+        XCTAssertTrue(StatusTable.notes(empty).isEmpty)
+
+        // The inventory still gives it an agent: one note, apply would restore it.
+        var gone = converged()
+        gone.tokenOnHost = nil
+        gone.unit = "not loaded"
+        gone.running = false
+        gone.confined = nil
+        gone.registered = nil
+        let listed = host([gone], record: shown, retired: true)
+        XCTAssertFalse(listed.ok)
+        let notes = StatusTable.notes(listed)
+        XCTAssertEqual(notes.count, 1, "\(notes)")
+        XCTAssertTrue(notes[0].contains("retired"), "\(notes)")
+        XCTAssertTrue(notes[0].contains("would restore"), "\(notes)")
+
+        // A host that still has an agent's unit is not retired, whatever the record says.
+        var busy = state
+        busy.agents["builder"]?.unit.properties["LoadState"] = "loaded"
+        XCTAssertFalse(HostStatus.isRetired(busy))
+    }
+}
