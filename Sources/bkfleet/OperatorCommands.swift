@@ -44,7 +44,11 @@ enum StatusCommand {
                                           ok: statuses.allSatisfy(\.ok), hosts: statuses)
             print(String(decoding: try encoder.encode(document), as: UTF8.self))
         } else {
-            print(table(statuses, color: useColor(arguments)))
+            // Notes name the inventory as the operator gave it, so they can be pasted.
+            let apply = arguments.positional.first.map { "bkfleet apply \($0)" }
+                ?? "bkfleet apply"
+            print(StatusTable.render(statuses, color: useColor(arguments),
+                                     applyCommand: apply))
             if !logs.isEmpty { print("Logs: \(context.runDirectory)") }
         }
         return statuses.allSatisfy(\.ok) ? .success : .hostsFailed
@@ -54,102 +58,6 @@ enum StatusCommand {
         var inventory: String
         var ok: Bool
         var hosts: [HostStatus]
-    }
-
-    /// One row per agent (or per host that could not be read), then a summary line.
-    static func table(_ statuses: [HostStatus], color: Bool) -> String {
-        func mark(_ good: Bool, _ text: String) -> String {
-            guard color else { return text }
-            return "\u{1B}[\(good ? "32" : "31")m\(text)\u{1B}[0m"
-        }
-        var rows: [[(String, Bool)]] = [[
-            ("HOST", true), ("AGENT", true), ("MODULE", true), ("TOKEN", true),
-            ("OWNER MODE", true), ("UNIT", true), ("CONFINED", true), ("REGISTERED", true),
-            ("LAST APPLY", true),
-        ]]
-        var notes: [String] = []
-        for status in statuses {
-            let last = lastApply(status.lastApply)
-            guard status.reachable, status.error == nil else {
-                rows.append([(status.host, true), ("-", false),
-                              (status.reachable ? "unreadable" : "unreachable", false),
-                              ("", true), ("", true), ("", true), ("", true), ("", true),
-                              ("", true)])
-                notes.append("\(status.host): \(status.error ?? "not read")")
-                continue
-            }
-            if !status.indexUpToDate {
-                notes.append("\(status.host): the module index (default.nix) differs from "
-                             + "the inventory; run apply")
-            }
-            if status.agents.isEmpty {
-                rows.append([(status.host, true), ("(none)", true),
-                             (status.indexUpToDate ? "ok" : "stale", status.indexUpToDate),
-                             ("", true), ("", true), ("", true), ("", true), ("", true),
-                             (last, !status.lastApply.isEmpty)])
-            }
-            for agent in status.agents {
-                let token: String
-                if agent.tokenOnHost == nil {
-                    token = "missing"
-                } else if agent.tokenOnHost == agent.tokenWanted {
-                    token = agent.tokenOnHost! + " ok"
-                } else {
-                    token = agent.tokenOnHost! + " ≠ " + (agent.tokenWanted ?? "none")
-                }
-                let owner = agent.tokenOwner.map { "\($0) \(agent.tokenMode ?? "")" } ?? "-"
-                rows.append([
-                    (status.host, true), (agent.agent, agent.inInventory),
-                    (agent.moduleUpToDate ? "ok" : "stale", agent.moduleUpToDate),
-                    (token, agent.tokenOnHost != nil && agent.tokenOnHost == agent.tokenWanted),
-                    (owner, agent.ownershipOK),
-                    (agent.unit + (agent.restartPending ? " (restart pending)" : ""),
-                     agent.running && !agent.restartPending),
-                    (agent.confined ? "yes" : "no", agent.confined),
-                    (agent.registered.map { $0 ? "yes" : "no" } ?? "-",
-                     agent.registered == true),
-                    (last, !status.lastApply.isEmpty),
-                ])
-                if !agent.inInventory {
-                    notes.append("\(status.host): agent \(agent.agent) is not in the "
-                                 + "inventory for this host; apply removes it")
-                }
-                if agent.restartPending {
-                    notes.append("\(status.host): agent \(agent.agent) started before its "
-                                 + "token file last changed; apply restarts it")
-                }
-                if agent.registered == false {
-                    notes.append("\(status.host): agent \(agent.agent): \(agent.registration)")
-                }
-            }
-        }
-        let widths = (0..<rows[0].count).map { column in
-            rows.map { $0[column].0.count }.max() ?? 0
-        }
-        var lines = rows.map { row in
-            row.enumerated().map { column, cell in
-                let padded = column == row.count - 1 ? cell.0
-                    : cell.0.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-                return cell.1 ? padded : mark(false, padded)
-            }.joined(separator: "  ")
-        }
-        lines += notes.map { "  " + $0 }
-        let bad = statuses.filter { !$0.ok }.count
-        lines.append("\nStatus: \(statuses.count) host(s), \(statuses.count - bad) as the "
-                     + "inventory wants, \(bad) not.")
-        return lines.joined(separator: "\n")
-    }
-
-    /// `2024-05-01 12:00Z by alice@laptop`, or `never` without a run record.
-    static func lastApply(_ record: [String: String]) -> String {
-        guard let seconds = record["time"].flatMap(Double.init) else { return "never" }
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyy-MM-dd HH:mm'Z'"
-        let action = record["action"].map { $0 == "apply" ? "" : " (\($0))" } ?? ""
-        return formatter.string(from: Date(timeIntervalSince1970: seconds))
-            + (record["operator"].map { " by \($0)" } ?? "") + action
     }
 }
 
@@ -209,6 +117,15 @@ enum RetireCommand {
             }
         }
 
+        // Refused before any connection, as apply does: a secret's value in a retired
+        // agent's tags, hooks or extra config (BoundSecretCheck.swift).
+        let identity = try RunSetup.identity(for: inventory)
+        let listed = inventory.hosts.filter { retired[$0.name] != nil }
+        try BoundSecretCheck.refuse(
+            hosts: listed, inventory: inventory,
+            secrets: BoundSecretCheck.readable(for: listed, inventory: inventory),
+            identity: identity)
+
         var options = RunOptions()
         options.retire = true
         options.dryRun = arguments.flags.contains("dry-run")
@@ -217,7 +134,7 @@ enum RetireCommand {
         let context = RunContext(
             inventory: inventory,
             renderer: ModuleRenderer(templates: try Templates.locate(environment: environment)),
-            secrets: SecretValues(), identity: try RunSetup.identity(for: inventory),
+            secrets: SecretValues(), identity: identity,
             options: options, registrations: .agentLog, events: view.sink,
             runDirectory: try RunSetup.runDirectory(for: inventory))
         context.retiredAgents = retired
@@ -264,8 +181,11 @@ extension Help {
         Reads every selected host and reports, per agent: module up to date, token
         fingerprint on the host against the inventory's (sha256:…), the token file's
         owner and mode, unit state (and "restart pending" when the agent started before
-        its token last changed), confinement, registration with Buildkite (API when
-        [buildkite] is set, else the agent's log) and the host's last apply. It writes
+        its token last changed), confinement ("-" when the unit does not run),
+        registration since the unit started (API when [buildkite] is set, else the
+        agent's log), whether Buildkite lists it as connected (API only, else "-") and
+        the host's last apply. A host whose last run was `retire` reads "(retired)".
+        Under the table, one note per row that differs: what, and what to run. It writes
         nothing on any host. Exit 0 when everything is as the inventory wants, 1 when a
         host could not be read or something differs.
 
@@ -273,7 +193,7 @@ extension Help {
           --on SELECTION   hosts by name, glob or @tag (docs/fleet-scale.md)
           --shard K/N      this process's share of the hosts
           --parallel N     hosts read at once (default: the inventory's parallel)
-          --json           one JSON document on stdout (fields in docs/runbook.md)
+          --json           one JSON document on stdout (fields in docs/events.md)
           -v, --verbose    progress lines on stderr
 
         Examples:

@@ -1,6 +1,7 @@
 // Faults on the test fleet: two runs on one host (the second waits, then fails naming the
 // holder), the lock of a killed run taken over, a connection cut in the middle of the
-// switch, rollback after a failed verification (with and without an earlier generation),
+// switch, rollback after a failed verification (with and without an earlier generation,
+// verified again in full), a rollback that leaves an unchanged running agent alone,
 // --no-rollback, and a small sample of the SIGKILL soak (Tests/soak/kill-apply.sh).
 // Waits here poll for a state on the host; no assertion depends on how long a step took.
 import Foundation
@@ -16,6 +17,7 @@ final class FaultFleetTests: XCTestCase {
 
     override func tearDown() {
         FleetHarness.run(FleetHarness.fleetScript, ["set", host, "rebuild-seconds", "0"])
+        FleetHarness.run(FleetHarness.fleetScript, ["set", host, "fail-switch", "off"])
     }
 
     /// builder-02 alone with agent `builder`; `extra` goes into [defaults].
@@ -89,6 +91,13 @@ final class FaultFleetTests: XCTestCase {
     func digest(ofFile path: String) -> String {
         let script = "tr -d '\\n' < \(path) | sha256sum | cut -c1-64"
         return FleetHarness.run("/bin/sh", ["-c", script]).out
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The agent's main process and its start, as systemd reports them.
+    func agentProcess() -> String {
+        FleetHarness.exec(host, "systemctl show -p MainPID -p ExecMainStartTimestampMonotonic "
+                          + "buildkite-agent-builder").out
             .trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
@@ -188,7 +197,10 @@ final class FaultFleetTests: XCTestCase {
                       || bad.all.contains("rejected its token"), bad.all)
         XCTAssertTrue(bad.all.contains("rolled back:"), bad.all)
         XCTAssertTrue(bad.all.contains("switched back to system-1-link"), bad.all)
-        XCTAssertTrue(bad.all.contains("builder running again"), bad.all)
+        // Verified again in full after the rollback, registration included.
+        XCTAssertTrue(bad.all.contains("builder running again, confined, registered as "
+                                       + "\"builder-02-builder-1\" with tags [queue=nix"),
+                      bad.all)
         XCTAssertEqual(generation(), "system-1-link")
         XCTAssertEqual(FleetHarness.exec(host, "cat /etc/nixos/bkfleet/builder.nix").out,
                        module)
@@ -203,6 +215,29 @@ final class FaultFleetTests: XCTestCase {
         let again = FleetHarness.bkfleet(["apply", try inventory()])
         XCTAssertEqual(again.status, 0, again.all)
         XCTAssertTrue(again.out.contains("0 changed"), again.out)
+    }
+
+    func test_a_rollback_after_a_switch_that_activated_nothing_leaves_running_agents_alone()
+        throws {
+        FleetHarness.reset([host])
+        let good = FleetHarness.bkfleet(["apply", try inventory()])
+        XCTAssertEqual(good.status, 0, good.all)
+        let process = agentProcess()
+        XCTAssertFalse(process.contains("MainPID=0"), process)
+        // The build fails before anything is activated: the agent keeps its process.
+        FleetHarness.run(FleetHarness.fleetScript, ["set", host, "fail-switch", "on"])
+        let bad = FleetHarness.bkfleet(["apply", try inventory(
+            tags: "queue = \"nix\", stage = \"blue\"")])
+        FleetHarness.run(FleetHarness.fleetScript, ["set", host, "fail-switch", "off"])
+        XCTAssertEqual(bad.status, 1, bad.all)
+        XCTAssertTrue(bad.all.contains("rolled back:"), bad.all)
+        XCTAssertTrue(bad.all.contains("left builder running untouched"), bad.all)
+        XCTAssertTrue(bad.all.contains("builder running again, confined, registered as"),
+                      bad.all)
+        XCTAssertEqual(agentProcess(), process, "the rollback restarted an unchanged agent")
+        XCTAssertEqual(generation(), "system-1-link")
+        XCTAssertFalse(FleetHarness.exec(host, "cat /etc/nixos/bkfleet/builder.nix").out
+                        .contains("blue"), "the module was not put back")
     }
 
     func test_no_rollback_leaves_the_failed_host_for_inspection() throws {

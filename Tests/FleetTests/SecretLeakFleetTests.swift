@@ -1,9 +1,9 @@
-// Secrets on the test fleet: no token on any process's command line or environment on a
-// host during an apply, rebuild output scrubbed before it is logged or shown, host keys
-// (changed keys refused even with --accept-new-host-keys, unknown keys recorded only
-// when asked), non-root SSH users, public-repository hardening on a real unit, and an
-// inventory holding a secret refused before any byte is sent. Not the unit-level checks
-// (BoundSecretCheckTests, ModuleEscapingTests).
+// Secrets on the test fleet: no secret on any process's command line or environment on a
+// host during an apply or a rotate, rebuild output scrubbed before it is logged or shown,
+// host keys (changed keys refused even with --accept-new-host-keys, unknown keys recorded
+// only when asked), non-root SSH users, public-repository hardening on a real unit, and
+// an inventory holding a secret refused by apply, retire and rotate before any byte is
+// sent. Not the unit-level checks (BoundSecretCheckTests, ModuleEscapingTests).
 import BKFleet
 import Foundation
 import XCTest
@@ -59,9 +59,98 @@ final class SecretLeakFleetTests: XCTestCase {
 
     // MARK: Command lines and environments
 
-    // LIMITATION: the /proc watcher test of remote command lines did not yet run
-    // reliably inside `fleet exec` and was taken out; the remote commands carry paths,
-    // owners and lengths only (see RemoteScripts and PushScriptTests).
+    /// Samples every process's argv and environment on `host` while `body` runs, and
+    /// returns each distinct NUL-separated word seen (joined by newlines).
+    ///
+    /// The watcher runs as a transient systemd unit on the host, not as a background job
+    /// of `fleet exec`: Foundation's Process hands each child a socket whose closing
+    /// tells it the child ended, so a background job inheriting it would keep
+    /// `fleet exec` (and this test) waiting until the watcher ends, after the push.
+    func watchProcesses(on host: String, during body: () throws -> Void) throws -> String {
+        let dir = "/root/bkf-watch-\(UUID().uuidString.prefix(8))"
+        let script = #"""
+            import os, sys
+            d = sys.argv[1]
+            seen, me, rounds = set(), str(os.getpid()), 0
+            while not os.path.exists(d + "/stop"):
+                for p in os.listdir("/proc"):
+                    if not p.isdigit() or p == me:
+                        continue
+                    for f in ("cmdline", "environ"):
+                        try:
+                            with open("/proc/%s/%s" % (p, f), "rb") as h:
+                                seen.update(h.read().split(b"\0"))
+                        except OSError:
+                            pass
+                rounds += 1
+                if rounds == 1:
+                    open(d + "/ready", "w").close()
+            with open(d + "/seen.tmp", "wb") as h:
+                h.write(b"\n".join(sorted(seen)))
+            os.rename(d + "/seen.tmp", d + "/seen")
+            """#
+        let started = FleetHarness.run(FleetHarness.fleetScript, [
+            "exec", host, "/bin/sh", "-c",
+            "mkdir -m 700 \"$1\" && systemd-run --quiet --collect --unit=\"${1##*/}\" "
+                + "python3 -c \"$2\" \"$1\"", "start", dir, script])
+        XCTAssertEqual(started.status, 0, started.all)
+        defer { FleetHarness.exec(host, "rm -rf \(dir)") }
+        XCTAssertFalse(FleetHarness.exec(host, """
+            i=0; while [ ! -e \(dir)/ready ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+            ls \(dir)/ready
+            """).out.isEmpty, "the watcher never started sampling")
+        try body()
+        let seen = FleetHarness.exec(host, """
+            touch \(dir)/stop
+            i=0; while [ ! -e \(dir)/seen ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+            cat \(dir)/seen
+            """)
+        XCTAssertFalse(seen.out.isEmpty, "the watcher left nothing: \(seen.err)")
+        return seen.out
+    }
+
+    /// Every value that must never be on a command line or in an environment: both
+    /// fleet tokens and the long lines of the agent's SSH key.
+    func secretValues() -> [String] {
+        let keyLines = FleetHarness.read(FleetHarness.clientDir + "/id_ed25519")
+            .split(separator: "\n").map(String.init)
+            .filter { !$0.hasPrefix("-----") && $0.count >= 20 }
+        XCTAssertFalse(keyLines.isEmpty)
+        return [token, FleetHarness.tokenValue("second")] + keyLines
+    }
+
+    func test_no_secret_on_a_remote_command_line_or_environment_during_apply_and_rotate()
+        throws {
+        FleetHarness.reset(["builder-02"])
+        let path = try inventory()
+        var applied = CommandResult(status: -1, out: "", err: "")
+        let duringApply = try watchProcesses(on: "builder-02") {
+            applied = FleetHarness.bkfleet(["apply", path])
+        }
+        XCTAssertEqual(applied.status, 0, applied.all)
+        // The watcher saw bkfleet's remote shell pushing, so an absence means something.
+        XCTAssertTrue(duringApply.contains("bkfleet-push"), "no push seen during the apply")
+        for value in secretValues() {
+            XCTAssertFalse(duringApply.contains(value), "a secret was on a command line or in "
+                           + "an environment during the apply")
+        }
+
+        // A file-sourced token rotates to what its source gives now: the second token.
+        let rotated = try FleetHarness.inventory(FleetHarness.read(path)
+            .replacingOccurrences(of: "/tokens/default.token", with: "/tokens/second.token"))
+        var rotation = CommandResult(status: -1, out: "", err: "")
+        let duringRotate = try watchProcesses(on: "builder-02") {
+            rotation = FleetHarness.bkfleet(["rotate", rotated, "--on", "builder-02",
+                                            "--allow-queue-gap"])
+        }
+        XCTAssertEqual(rotation.status, 0, rotation.all)
+        XCTAssertTrue(duringRotate.contains("bkfleet-push"), "no push seen during the rotate")
+        for value in secretValues() {
+            XCTAssertFalse(duringRotate.contains(value), "a secret was on a command line or "
+                           + "in an environment during the rotate")
+        }
+        XCTAssertFalse((applied.all + rotation.all).contains(token))
+    }
 
     // MARK: Rebuild output
 
@@ -118,6 +207,36 @@ final class SecretLeakFleetTests: XCTestCase {
         XCTAssertEqual(secretsOn("builder-02"), "", "a secret reached the host")
         XCTAssertEqual(FleetHarness.exec("builder-02", "ls /etc/nixos/bkfleet 2>/dev/null; true")
             .out, "", "a module reached the host")
+    }
+
+    /// How many SSH logins the host's sshd accepted so far (from its journal).
+    func acceptedLogins(_ host: String) -> String {
+        FleetHarness.exec(host, "journalctl -q --no-pager | grep -c 'Accepted publickey'; true")
+            .out.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func test_retire_and_rotate_refuse_a_token_in_a_tag_before_connecting() throws {
+        FleetHarness.reset(["builder-02"])
+        let path = try inventory(extra: "")
+        let applied = FleetHarness.bkfleet(["apply", path])
+        XCTAssertEqual(applied.status, 0, applied.all)
+        let text = FleetHarness.read(path).replacingOccurrences(
+            of: "tags = { queue = \"nix\" }", with: "tags = { queue = \"\(token)\" }")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let logins = acceptedLogins("builder-02")
+        XCTAssertNotEqual(logins, "0", "the journal shows no login of the apply")
+        for command in [["retire", "builder-02", "--inventory", path],
+                        ["rotate", path, "--on", "builder-02"]] {
+            let result = FleetHarness.bkfleet(command)
+            XCTAssertEqual(result.status, 65, "\(command[0]): \(result.all)")
+            XCTAssertTrue(result.err.contains("agent 'builder': tags.queue holds the value of "
+                                              + "token 'default'"), result.err)
+            XCTAssertFalse(result.all.contains(token))
+        }
+        XCTAssertEqual(acceptedLogins("builder-02"), logins, "a refused run connected")
+        XCTAssertEqual(FleetHarness.exec("builder-02",
+                                         "systemctl is-active buildkite-agent-builder").out,
+                       "active\n", "the refused retire stopped the agent")
     }
 
     // MARK: Host keys

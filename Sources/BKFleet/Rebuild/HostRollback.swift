@@ -1,8 +1,9 @@
 // Rolling a host back when a change failed after its first write: put back the module
 // files and secrets the push replaced (kept in a root-only backup folder on the host until
 // the host verifies), switch back to the previous generation (or, on a fresh host, rebuild
-// without bkfleet's modules), restart the agents that ran before and check them again.
-// It does not re-check registrations of the old configuration (see LIMITATION below).
+// without bkfleet's modules), restart only the agents this run changed, and verify the
+// agents that ran before again: running, confined and registered as they were. It never
+// restarts an agent that still runs the process the probe found.
 import Foundation
 
 extension HostRun {
@@ -59,12 +60,25 @@ extension HostRun {
                     done.append("switched back to \(before.split(separator: "/").last ?? "")")
                 }
             }
+            // An agent still running the process the probe found runs the token and
+            // configuration it had before this run, which the restore put back: restarting
+            // it would only cut its jobs short. Restart the others that ran before.
             let ran = state.agents.filter { $0.value.unit.isRunning }.keys.sorted()
-            if !ran.isEmpty {
-                _ = try remote(session, failure.step, script: RemoteScripts.restart,
-                               name: "bkfleet-restart", arguments: ran)
+            let now = ran.isEmpty ? HostState() : try unitStates(session, agents: ran)
+            let restart = ran.filter { name in
+                !Self.sameProcess(state.agents[name]?.unit, now.agents[name]?.unit)
             }
-            done.append(try checkRestored(session, agents: ran))
+            if !restart.isEmpty {
+                _ = try remote(session, failure.step, script: RemoteScripts.restart,
+                               name: "bkfleet-restart", arguments: restart)
+                done.append("restarted \(restart.joined(separator: ", "))")
+            }
+            let untouched = ran.filter { !restart.contains($0) }
+            if !untouched.isEmpty {
+                done.append("left \(untouched.joined(separator: ", ")) running untouched "
+                            + "(same process as before the run)")
+            }
+            done.append(try checkRestored(session, agents: ran, before: state))
             dropBackup(session)
             let text = "rolled back: " + done.joined(separator: "; ")
             log.write(text)
@@ -88,32 +102,108 @@ extension HostRun {
 
         """
 
-    /// The agents that ran before are running again with a steady restart count.
-    /// LIMITATION: registration is not checked again: the previous configuration's
-    /// expected names and tags are not known to this run.
-    private func checkRestored(_ session: SSHSession, agents: [String]) throws -> String {
+    /// Whether `now` is the very process `before` was: running, same main PID, same start.
+    static func sameProcess(_ before: UnitState?, _ now: UnitState?) -> Bool {
+        guard let before, let now, before.isRunning, now.isRunning,
+              let pid = before.properties["MainPID"], pid != "0", pid != "",
+              now.properties["MainPID"] == pid, let started = before.startedAt else {
+            return false
+        }
+        return now.startedAt == started
+    }
+
+    /// The agents that ran before are verified again as fully as after a change: running
+    /// with a steady restart count, confined if they were, and registered under the name
+    /// and tags their log showed before the run (or, with no such line, the inventory's
+    /// name for them).
+    private func checkRestored(_ session: SSHSession, agents: [String],
+                               before: HostState) throws -> String {
         guard !agents.isEmpty else { return "no agent ran before: none runs now" }
         let deadline = Date().addingTimeInterval(inventory.defaults.verifyTimeout)
         var previous: HostState?
         while true {
             let now = try unitStates(session, agents: agents)
-            let steady = agents.filter { name in
-                guard let unit = now.agents[name]?.unit, unit.isRunning,
-                      let last = previous?.agents[name]?.unit, last.isRunning else {
-                    return false
+            var good: [String] = []
+            var bad: [String] = []
+            for name in agents {
+                let found = now.agents[name] ?? AgentOnHost()
+                let earlier = before.agents[name] ?? AgentOnHost()
+                switch restoredVerdict(name, found: found, last: previous?.agents[name]?.unit,
+                                       before: earlier, hostname: before.hostname) {
+                case .success(let text): good.append(text)
+                case .failure(let problem): bad.append(problem.message)
                 }
-                return last.restarts == unit.restarts && last.startedAt == unit.startedAt
             }
-            if steady.count == agents.count {
-                return "verified: \(agents.joined(separator: ", ")) running again"
+            if bad.isEmpty {
+                return "verified after the rollback: " + good.joined(separator: "; ")
             }
             if Date() >= deadline {
-                let bad = agents.filter { !steady.contains($0) }
-                throw HostFailure(.verify, "after the rollback \(bad.joined(separator: ", ")) "
-                                  + "did not come back to a steady running state")
+                throw HostFailure(.verify, "after the rollback "
+                                  + bad.joined(separator: "; "))
             }
             previous = now
             Thread.sleep(forTimeInterval: 2)
         }
+    }
+
+    /// One agent after a rollback, against what the probe saw before the run.
+    private func restoredVerdict(_ name: String, found: AgentOnHost, last: UnitState?,
+                                 before: AgentOnHost, hostname: String)
+        -> Result<String, HostFailure> {
+        let unit = found.unit
+        guard unit.isRunning, let last, last.isRunning, last.restarts == unit.restarts,
+              last.startedAt == unit.startedAt else {
+            return .failure(HostFailure(.verify, "\(name) did not come back to a steady "
+                                        + "running state (unit is \(unit.summary))"))
+        }
+        var confined = ""
+        if !before.unit.rootDirectory.isEmpty {
+            guard unit.rootDirectory == before.unit.rootDirectory else {
+                return .failure(HostFailure(.verify, "\(name) runs without the confinement "
+                                            + "it had before (RootDirectory "
+                                            + "\(before.unit.rootDirectory))"))
+            }
+            let token = ModuleRenderer.secretPath(inventory, agent: name, kind: .token)
+            if before.unit.readOnlyBinds.contains(token)
+                && !unit.readOnlyBinds.contains(token) {
+                return .failure(HostFailure(.verify, "\(name): token \(token) is no longer "
+                                            + "bound into the confinement"))
+            }
+            confined = ", confined"
+        }
+        let earlier = Self.loggedRegistration(before.logLines)
+        let expected = earlier?.name
+            ?? inventory.agents[name].map { expectedName($0, hostname: hostname) }
+            ?? "\(hostname)-\(name)-1"
+        switch registration(as: expected, hostname: hostname, found: found) {
+        case .missing(let detail):
+            return .failure(HostFailure(.verify, "\(name): \(detail)"))
+        case .registered(let tags, let text):
+            let lost = (earlier?.tags ?? []).filter { !tags.contains($0) }
+            if !lost.isEmpty {
+                return .failure(HostFailure(.verify, "\(name) registered as \"\(expected)\""
+                                            + "\(text), without \(lost.joined(separator: ", "))"
+                                            + " it had before the run"))
+            }
+            return .success("\(name) running again\(confined), registered as "
+                            + "\"\(expected)\"\(text)")
+        }
+    }
+
+    /// The name and tags of the last `Successfully registered agent "NAME" with tags
+    /// [...]` line, if any.
+    static func loggedRegistration(_ lines: [String]) -> (name: String, tags: [String])? {
+        let marker = "Successfully registered agent \""
+        guard let line = lines.last(where: { $0.contains(marker) }),
+              let start = line.range(of: marker) else { return nil }
+        let rest = line[start.upperBound...]
+        guard let close = rest.firstIndex(of: "\"") else { return nil }
+        let name = String(rest[..<close])
+        var tags: [String] = []
+        if let open = rest.range(of: " with tags [") {
+            tags = rest[open.upperBound...].dropLast().split(separator: ",")
+                .map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        return (name, tags)
     }
 }

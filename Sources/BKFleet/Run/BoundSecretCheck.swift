@@ -93,6 +93,34 @@ public enum BoundSecretCheck {
         if !found.isEmpty { throw SetupError.boundSecret(found) }
     }
 
+    /// The same refusal for retire and rotate, which read their secrets their own way:
+    /// the values in `secrets` and `extra`, plus the Buildkite API token and the identity's
+    /// passphrase. The API token is read here when the inventory names one; a source that
+    /// cannot be read is left out (the run never holds that value).
+    public static func refuse(hosts: [Host], inventory: Inventory, secrets: SecretValues,
+                              extra: [KnownSecret] = [], identity: SSHIdentity?) throws {
+        let apiToken = (try? RunSetup.apiToken(for: inventory)) ?? nil
+        try refuse(hosts: hosts, inventory: inventory,
+                   known: known(secrets, apiToken: apiToken, identity: identity) + extra)
+    }
+
+    /// The secrets of `hosts`' agents that can be read, each agent on its own: a retire
+    /// must not be stopped by a token source that is already gone.
+    public static func readable(for hosts: [Host], inventory: Inventory) -> SecretValues {
+        var values = SecretValues()
+        for host in hosts {
+            for agent in host.agents {
+                var one = host
+                one.agents = [agent]
+                guard let read = try? RunSetup.readSecrets(for: [one], inventory: inventory)
+                else { continue }
+                values.tokens.merge(read.tokens) { first, _ in first }
+                values.sshKeys.merge(read.sshKeys) { first, _ in first }
+            }
+        }
+        return values
+    }
+
     /// Whether `value` contains `secret` (whole value for short secrets), or one long
     /// line of a multi-line secret.
     static func holds(_ value: String, _ secret: [UInt8]) -> Bool {

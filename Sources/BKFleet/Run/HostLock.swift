@@ -10,7 +10,7 @@ extension HostRun {
     var lockHolderText: String {
         let machine = ProcessInfo.processInfo.hostName
             .replacingOccurrences(of: " ", with: "_")
-        let started = ISO8601DateFormatter().string(from: Date())
+        let started = UTCStamp.iso8601()
         return "host=\(machine) pid=\(getpid()) started=\(started)"
     }
 
@@ -61,11 +61,12 @@ extension HostRun {
         let lines = result.stdoutText.split(separator: "\n").map(String.init)
         if result.exitStatus == 75,
            let busy = lines.first(where: { $0.hasPrefix("lockbusy\t") }) {
+            let holder = String(busy.dropFirst(9))
             throw HostFailure(.probe, """
                 host lock /run/bkfleet.lock is held by \
-                \(Self.describeHolder(String(busy.dropFirst(9)))); waited \(Int(wait)) s \
+                \(Self.describeHolder(holder)); waited \(Int(wait)) s \
                 (lock_timeout) and changed nothing. Let that run finish and rerun; a run \
-                that died releases the lock when its SSH session ends.
+                that died releases the lock when its SSH session ends.\(Self.deadHint(holder))
                 """)
         }
         let err = context.scrub(result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines))
@@ -89,6 +90,17 @@ extension HostRun {
         }
         return "bkfleet run \(run) from \(fields["host"] ?? "?") (pid \(fields["pid"] ?? "?"))"
             + ", started \(fields["started"] ?? "?")"
+    }
+
+    /// What to do when the holder's machine is gone without closing its connection: the
+    /// host's sshd keeps that session (and the lock) until its keepalives give up.
+    static func deadHint(_ text: String) -> String {
+        guard let word = text.split(separator: " ").first(where: { $0.hasPrefix("holder-pid=") })
+        else { return "" }
+        return " If that run's machine lost its network without closing the connection, "
+            + "the host keeps the lock until sshd drops the session (about 2 h 11 min with "
+            + "sshd's defaults; see docs/security.md); once sure the run is gone, end the "
+            + "lock's process on the host: kill \(word.dropFirst(11))"
     }
 
     /// Drops the session (and the lock it carried) and connects again, taking the lock

@@ -13,8 +13,8 @@ extension HostRun {
         }
     }
 
-    /// Agents started or restarted in this run: wait until each has settled (running,
-    /// restart count steady over a short window) and registered, or the time runs out.
+    /// Agents started or restarted in this run: wait until each has settled (running, the
+    /// same main process for over 2 s) and registered, or the time runs out.
     func verifyAfterChange(_ session: SSHSession, plan: HostPlan,
                                    desired: DesiredState, before: HostState) throws
         -> [AgentResult] {
@@ -39,7 +39,13 @@ extension HostRun {
                 } else {
                     steadySince[name] = nil
                 }
-                let settled = steadySince[name].map { Date().timeIntervalSince($0) >= 2 } ?? false
+                // Settled: the same main process has run for over 2 s. The host's own start
+                // time proves that in one look (whole seconds, so 3 apart means over 2 s);
+                // watching the restart count stay put for 2 s is the fallback, and took
+                // every changed host 3 s or more after its rebuild.
+                let age = found.unit.startedAt.map { now.now - $0 }
+                let settled = (found.unit.isRunning && now.now > 0 && (age ?? 0) >= 3)
+                    || (steadySince[name].map { Date().timeIntervalSince($0) >= 2 } ?? false)
                 let verdict = judge(desired.agents[name]!, found: found,
                                     hostname: before.hostname,
                                     final: Date() >= deadline, settled: settled)
@@ -48,7 +54,9 @@ extension HostRun {
             }
             if !pending || Date() >= deadline { return results }
             previous = now
-            Thread.sleep(forTimeInterval: 1)
+            // Half a second: a settled, registered agent is seen soon after it is, and
+            // one look costs the host two `systemctl show` and one `journalctl`.
+            Thread.sleep(forTimeInterval: 0.5)
         }
     }
 
@@ -88,36 +96,14 @@ extension HostRun {
             }
         }
         let expected = expectedName(agent.profile, hostname: hostname)
-        var tags = ""
-        var registeredTags: [String] = []
-        switch context.registrations {
-        case .agentLog:
-            let marker = "Successfully registered agent \"\(expected)\""
-            guard let line = found.logLines.last(where: { $0.contains(marker) }) else {
-                return result(false, "no registration as \"\(expected)\" logged since the unit "
-                              + "started", pending: true)
-            }
-            if let range = line.range(of: " with tags [") {
-                tags = " with tags [" + line[range.upperBound...]
-                registeredTags = line[range.upperBound...].dropLast()
-                    .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            }
-        case .api(let board):
-            let startedAt = Date(timeIntervalSince1970: TimeInterval(unit.startedAt ?? 0))
-            do {
-                let agents = try board.agents(fetchedAfter: Date().addingTimeInterval(-0.5))
-                guard let match = RegistrationMatch.find(in: agents, name: expected,
-                                                         hostname: hostname,
-                                                         startedAfter: startedAt, skew: 5)
-                else {
-                    return result(false, "Buildkite lists no connected agent \"\(expected)\" "
-                                  + "registered since the unit started", pending: true)
-                }
-                tags = " with tags [" + match.metaData.joined(separator: ", ") + "]"
-                registeredTags = match.metaData
-            } catch {
-                return result(false, "Buildkite API: \(error)", pending: true)
-            }
+        let tags: String
+        let registeredTags: [String]
+        switch registration(as: expected, hostname: hostname, found: found) {
+        case .missing(let detail):
+            return result(false, detail, pending: true)
+        case .registered(let list, let text):
+            registeredTags = list
+            tags = text
         }
         // An agent that registered with other tags runs an old configuration (a switch
         // that did not restart it, say): it is not what the inventory asks for.
@@ -130,6 +116,48 @@ extension HostRun {
         }
         let confined = agent.profile.confinement ? ", confined" : ""
         return result(true, "running\(confined), registered as \"\(expected)\"\(tags)")
+    }
+
+    enum Registration {
+        /// Registered since the unit started, with these tags (` with tags [...]` as
+        /// text, empty when the log line names none).
+        case registered([String], String)
+        /// Not (yet) registered: why, for the report.
+        case missing(String)
+    }
+
+    /// Whether the agent of `found`'s unit registered as `expected` since the unit last
+    /// started: from its log line, or from Buildkite's agent list when the API is given.
+    func registration(as expected: String, hostname: String, found: AgentOnHost)
+        -> Registration {
+        switch context.registrations {
+        case .agentLog:
+            let marker = "Successfully registered agent \"\(expected)\""
+            guard let line = found.logLines.last(where: { $0.contains(marker) }) else {
+                return .missing("no registration as \"\(expected)\" logged since the unit "
+                                + "started")
+            }
+            guard let range = line.range(of: " with tags [") else { return .registered([], "") }
+            let list = line[range.upperBound...].dropLast()
+                .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            return .registered(list, " with tags [" + line[range.upperBound...])
+        case .api(let board):
+            let startedAt = Date(timeIntervalSince1970: TimeInterval(found.unit.startedAt ?? 0))
+            do {
+                let agents = try board.agents(fetchedAfter: Date().addingTimeInterval(-0.5))
+                guard let match = RegistrationMatch.find(in: agents, name: expected,
+                                                         hostname: hostname,
+                                                         startedAfter: startedAt, skew: 5)
+                else {
+                    return .missing("Buildkite lists no connected agent \"\(expected)\" "
+                                    + "registered since the unit started")
+                }
+                return .registered(match.metaData, " with tags ["
+                                   + match.metaData.joined(separator: ", ") + "]")
+            } catch {
+                return .missing("Buildkite API: \(error)")
+            }
+        }
     }
 
     /// The name the agent registers under: its display name (NixOS default
