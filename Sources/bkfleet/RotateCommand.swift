@@ -1,6 +1,6 @@
-// `bkfleet rotate`: parses its options and hands the work to TokenRotation in the
-// library. It prints what the rotation says, line by line, and picks the exit code; SSH
-// key rotation (`--ssh-key`) is not implemented and is refused with a pointer.
+// `bkfleet rotate`: parses its options and hands the work to TokenRotation (tokens) or
+// KeyRotation (`--ssh-key`) in the library. It prints what the rotation says, line by
+// line, and picks the exit code; it decides nothing about hosts itself.
 import BKFleet
 import Foundation
 
@@ -27,26 +27,37 @@ enum RotateCommand {
           --dry-run                 say what would be pushed, restarted and revoked
           --accept-new-host-keys    record unknown host keys in known_hosts
           --verbose, -v             show each host's steps
+          --ssh-key                 rotate the agents' SSH keys instead of tokens
+          --finish                  with --ssh-key: delete the kept old private keys
+
+        With --ssh-key, bkfleet generates a new ed25519 key per [ssh_keys.NAME] the
+        selected agents use (ssh-keygen), writes it to the entry's file (mode 0600,
+        the old key kept as FILE.previous, the public key saved as FILE.pub), pushes
+        it, restarts the agents in batches and checks each came back. Only file
+        sources can be written. Add the printed public keys as deploy keys, then run
+        'bkfleet rotate --ssh-key --finish' to delete FILE.previous.
 
         Examples:
           bkfleet rotate inventory.toml --dry-run
           bkfleet rotate inventory.toml --batch 1
           bkfleet rotate inventory.toml --agent deploy --on builder-01
+          bkfleet rotate inventory.toml --ssh-key --batch 1
+          bkfleet rotate inventory.toml --ssh-key --finish
         """
 
     static func run(_ words: [String]) throws -> ExitCode {
         let arguments = try Arguments.parse(
             words, command: "rotate",
             flags: ["dry-run", "allow-queue-gap", "accept-new-host-keys", "verbose",
-                    "no-color", "ssh-key"],
+                    "no-color", "ssh-key", "finish"],
             options: ["agent", "on", "shard", "batch"])
         if arguments.flags.contains("help") {
             print(help)
             return .success
         }
-        if arguments.flags.contains("ssh-key") {
-            throw UsageError(description: "rotate --ssh-key is not implemented yet; rotate an "
-                             + "SSH key by hand as docs/runbook.md describes")
+        if arguments.flags.contains("finish") && !arguments.flags.contains("ssh-key") {
+            throw UsageError(description: "--finish goes with --ssh-key: 'bkfleet rotate "
+                             + "--ssh-key --finish' deletes the kept old SSH keys")
         }
         let environment = ProcessInfo.processInfo.environment
         let inventory = try InventoryLoader.load(path: try inventoryPath(arguments),
@@ -70,16 +81,27 @@ enum RotateCommand {
         request.verbose = arguments.flags.contains("verbose")
 
         let renderer = ModuleRenderer(templates: try Templates.locate(environment: environment))
-        let rotation = TokenRotation(inventory: inventory, renderer: renderer,
-                                     request: request) { line in
+        let say: (String) -> Void = { line in
             print(line)
             fflush(stdout)
         }
         do {
+            if arguments.flags.contains("ssh-key") {
+                let keys = KeyRotation(inventory: inventory, renderer: renderer,
+                                       request: request, say: say)
+                let finished = arguments.flags.contains("finish") ? try keys.finish()
+                    : try keys.run()
+                return finished ? .success : .hostsFailed
+            }
+            let rotation = TokenRotation(inventory: inventory, renderer: renderer,
+                                         request: request, say: say)
             return try rotation.run() ? .success : .hostsFailed
         } catch let error as RotateError {
             printError(error.description)
             return .hostsFailed
+        } catch let refused as RotateRefused {
+            printError("dry run: the real run would refuse (reasons above)")
+            return refused.queueGap ? .usage : .hostsFailed
         } catch let error as QueueGapError {
             printError(error.description + "; nothing was changed")
             return .usage

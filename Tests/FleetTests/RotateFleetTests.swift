@@ -109,6 +109,30 @@ final class RotateFleetTests: XCTestCase {
         return (value, id)
     }
 
+    /// Creates a cluster token through the stand-in's API, as a rotation would.
+    func createToken(_ description: String) throws -> (value: String, id: String) {
+        let bearer = FleetHarness.read(FleetHarness.clientDir + "/api-token")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let created = standin("POST", "/v2/organizations/demo/clusters/default/tokens",
+                              body: #"{"description": "\#(description)"}"#,
+                              header: "Authorization: Bearer \(bearer)") as? [String: Any]
+        let value = try XCTUnwrap(created?["token"] as? String, "\(lastStatus)")
+        let id = try XCTUnwrap(created?["id"] as? String)
+        return (value, id)
+    }
+
+    /// Runs a shell script in a host with `input` on its standard input (values stay
+    /// out of argv).
+    @discardableResult
+    func execWithInput(_ host: String, _ script: String, input: String) -> CommandResult {
+        FleetHarness.run(FleetHarness.fleetScript, ["exec", host, "/bin/sh", "-c", script],
+                         stdin: input)
+    }
+
+    func sha256(_ text: String) -> String {
+        String(FleetHarness.run("/usr/bin/sha256sum", [], stdin: text).out.prefix(64))
+    }
+
     // MARK: Scenarios
 
     func test_rotation_through_the_api_moves_every_agent_and_revokes_the_old_token() throws {
@@ -188,6 +212,17 @@ final class RotateFleetTests: XCTestCase {
         }
         XCTAssertTrue(sawDown, "no disconnect seen: the agents were not restarted")
 
+        // The run record says what ran, and the summary says where every agent is.
+        for host in hosts {
+            let record = FleetHarness.exec(host, "cat /var/lib/bkfleet/last-apply").out
+            XCTAssertTrue(record.contains("action=rotate"), "\(host): \(record)")
+        }
+        let newPrint = fingerprint(newValue)
+        XCTAssertTrue(rotated.out.contains("on \(newPrint): builder-01/builder, "
+                                           + "builder-01/deploy, builder-02/builder"),
+                      rotated.out)
+        XCTAssertTrue(rotated.out.contains("old token: \(oldPrint) revoked"), rotated.out)
+
         // A later apply keeps the new token: the store wins over the old source file.
         let again = FleetHarness.bkfleet(["apply", inventory])
         XCTAssertEqual(again.status, 0, again.all)
@@ -245,5 +280,107 @@ final class RotateFleetTests: XCTestCase {
                            "\(name): \(now[name] ?? [:])")
         }
         XCTAssertNotNil(token(fingerprint: oldPrint)?["revoked_at"] as? String)
+    }
+
+    func test_a_rerun_after_a_killed_rotation_restarts_agents_already_given_the_new_token()
+        throws {
+        let inventory = try inventory()
+        let old = FleetHarness.tokenValue("second")
+        let oldPrint = fingerprint(old)
+        let oldID = try XCTUnwrap(token(fingerprint: oldPrint)?["id"] as? String)
+        let applied = FleetHarness.bkfleet(["apply", inventory])
+        XCTAssertEqual(applied.status, 0, applied.all)
+
+        // What a rotation killed after builder-01's push and before its restart leaves:
+        // the new token created and stored beside the old one, builder-01's token files
+        // replaced (its agents still run on the old token), and that run's backup holding
+        // the old value on the host.
+        Thread.sleep(forTimeInterval: 1.5)   // the file must change after the unit started
+        let new = try createToken("bkfleet rotate default (killed)")
+        let storePath = (inventory as NSString).deletingLastPathComponent
+            + "/store/default.json"
+        try FileManager.default.createDirectory(
+            atPath: (storePath as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true)
+        let document: [String: Any] = [
+            "format": "bkfleet-token-store-1",
+            "current": ["value": new.value, "id": new.id],
+            "previous": ["value": old, "id": oldID]]
+        try JSONSerialization.data(withJSONObject: document)
+            .write(to: URL(fileURLWithPath: storePath))
+        chmod(storePath, 0o600)
+        let killed = execWithInput("builder-01", """
+            set -e
+            v=$(cat)
+            b=/var/lib/bkfleet/backup/20260101T000000-dead/files/var/lib/bkfleet/secrets
+            for a in builder deploy; do
+              f=/var/lib/bkfleet/secrets/$a/token
+              mkdir -p $b/$a && cp -p $f $b/$a/token
+              printf %s "$v" > $f.new && chown --reference=$f $f.new && chmod 400 $f.new
+              mv $f.new $f
+            done
+            """, input: new.value)
+        XCTAssertEqual(killed.status, 0, killed.all)
+        XCTAssertEqual(agents()["builder-01-builder-1"]?["token_id"] as? String, oldID,
+                       "setup: builder-01 should still run on the old token")
+
+        let rerun = FleetHarness.bkfleet(["rotate", inventory, "--batch", "1"])
+        XCTAssertEqual(rerun.status, 0, rerun.all)
+        XCTAssertTrue(rerun.out.contains("finishing an earlier rotation"), rerun.out)
+
+        // Every agent, builder-01's included, registered again with the new token, and
+        // only then was the old one revoked.
+        let now = agents()
+        for name in queues.keys {
+            XCTAssertEqual(now[name]?["token_id"] as? String, new.id,
+                           "\(name): \(now[name] ?? [:])")
+            XCTAssertEqual(now[name]?["connection_state"] as? String, "connected", name)
+        }
+        XCTAssertNotNil(token(fingerprint: oldPrint)?["revoked_at"] as? String)
+
+        // No old value left: not in the killed run's backup on the host, not in the store.
+        let oldSum = sha256(old)
+        for host in hosts {
+            let sums = FleetHarness.exec(host, "find /var/lib/bkfleet -type f "
+                                         + "-exec sha256sum {} +")
+            XCTAssertFalse(sums.out.contains(oldSum), "\(host) keeps the old token: \(sums.out)")
+        }
+        XCTAssertNil(current(storeDocument(inventory), "previous"), "old token kept in the store")
+        XCTAssertFalse(FleetHarness.read(storePath).contains(old))
+    }
+
+    func test_queue_guard_counts_connected_agents_and_a_dry_run_still_shows_its_plan()
+        throws {
+        let inventory = try inventory()
+        let oldSum = sha256(FleetHarness.tokenValue("second"))
+        let applied = FleetHarness.bkfleet(["apply", inventory])
+        XCTAssertEqual(applied.status, 0, applied.all)
+
+        // builder-02's deploy agent is down: builder-01's is the only one serving 'deploy'
+        // although the inventory lists two.
+        let stop = FleetHarness.exec("builder-02", "systemctl stop buildkite-agent-deploy")
+        XCTAssertEqual(stop.status, 0, stop.all)
+        XCTAssertNotEqual(agents()["builder-02-deploy-1"]?["connection_state"] as? String,
+                          "connected")
+
+        let tokensBefore = tokens().count
+        let dry = FleetHarness.bkfleet(["rotate", inventory, "--on", "builder-01",
+                                        "--batch", "1", "--dry-run"])
+        XCTAssertNotEqual(dry.status, 0, dry.all)
+        XCTAssertTrue(dry.out.contains("would push the token of deploy on builder-01"), dry.out)
+        XCTAssertTrue(dry.out.contains("batch 1/1: builder-01"), dry.out)
+        XCTAssertTrue(dry.out.contains("old token"), dry.out)
+        XCTAssertTrue(dry.out.contains("the real run would refuse"), dry.out)
+        XCTAssertTrue(dry.out.contains("queue 'deploy'"), dry.out)
+        XCTAssertEqual(tokens().count, tokensBefore, "a dry run created a token")
+
+        let real = FleetHarness.bkfleet(["rotate", inventory, "--on", "builder-01",
+                                         "--batch", "1"])
+        XCTAssertEqual(real.status, 64, real.all)
+        XCTAssertTrue(real.err.contains("queue 'deploy'"), real.all)
+        XCTAssertEqual(tokens().count, tokensBefore, "a refused rotation created a token")
+        let onHost = FleetHarness.exec("builder-01", "sha256sum < "
+                                       + "/var/lib/bkfleet/secrets/deploy/token").out
+        XCTAssertEqual(String(onHost.prefix(64)), oldSum, "a refused rotation changed a host")
     }
 }

@@ -115,8 +115,11 @@ public enum Planner {
         [moduleDir, secretDir].filter { state.folders[$0] == "foreign" }
     }
 
+    /// `restartStale`: also restart a running agent whose unit started before one of its
+    /// secret files last changed (its file is right but it still runs the old value).
     public static func plan(desired: DesiredState, state: HostState, secretDir: String,
-                            moduleDir: String = "/etc/nixos/bkfleet") -> HostPlan {
+                            moduleDir: String = "/etc/nixos/bkfleet",
+                            restartStale: Bool = false) -> HostPlan {
         var plan = HostPlan()
         plan.pendingSwitch = state.switchPending
         plan.leftoverTempFiles = state.agents.values.flatMap(\.tempFiles).sorted()
@@ -200,6 +203,13 @@ public enum Planner {
             } else if !unit.isRunning {
                 plan.units.append(UnitChange(agent: name, action: .start, actor: .bkfleet,
                                              reason: "unit is \(unit.summary)"))
+            } else if restartStale, let started = unit.startedAt,
+                      let changed = found.secretModified.values.max(), started < changed {
+                // LIMITATION: both times are whole seconds; a file replaced within the
+                // second its unit started is not seen as newer.
+                plan.units.append(UnitChange(agent: name, action: .restart, actor: .bkfleet,
+                                             reason: "restart pending: started before its "
+                                                + "secret file changed"))
             }
         }
 

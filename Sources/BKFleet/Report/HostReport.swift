@@ -42,6 +42,8 @@ public struct HostReport: Sendable {
     public var plan: HostPlan?
     /// The host's state when it was planned, for saved plans and drift checks.
     public var snapshot: HostSnapshot?
+    /// The host's own name as its probe read it (agent names are built from it).
+    public var hostname: String?
     public var agents: [AgentResult] = []
     public var rebuilt = false
     /// `plan --deep`: what `nixos-rebuild dry-activate` said about the staged modules.

@@ -1,8 +1,25 @@
 // Plans the order in which a rotation restarts hosts: batches of at most `--batch` hosts,
-// each chosen so that every queue (the agents' `queue` tag) keeps at least one agent that
-// is not being restarted. Pure planning over names; it does not know whether an agent is
-// really connected (an agent already down elsewhere is not seen here).
+// each chosen so that every queue (the agents' `queue` tag) keeps at least one connected
+// agent that is not being restarted. Pure planning over names: which agents are connected
+// comes from one Buildkite agent listing the caller fetched; nothing here asks the network.
 import Foundation
+
+/// An agent on a host the rotation planned, with the name Buildkite lists it under.
+public struct QueueMember: Sendable, Equatable {
+    public var host: String
+    public var agent: String
+    /// The host's own name, as the probe read it.
+    public var hostname: String
+    /// The registered agent name, e.g. `builder-01-builder-1`.
+    public var name: String
+
+    public init(host: String, agent: String, hostname: String, name: String) {
+        self.host = host
+        self.agent = agent
+        self.hostname = hostname
+        self.name = name
+    }
+}
 
 /// One agent unit a rotation restarts.
 public struct RestartUnit: Sendable, Equatable {
@@ -23,14 +40,36 @@ public struct QueueGapError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         "restarting \(host) would leave queue '\(queue)' with no connected agent: every agent"
-            + " serving it runs there. Add an agent of that queue on another host, or rerun "
+            + " Buildkite lists as connected for it runs there. Start or add an agent of that"
+            + " queue on another host, or rerun "
             + "with --allow-queue-gap to accept the gap"
     }
 }
 
 public enum RotationBatches {
-    /// `hosts` in order, `units` the agents each restarts, `servers` every agent of each
-    /// queue in the whole inventory as `host/agent`. Returns batches of host names.
+    /// The agents Buildkite lists as connected, per queue (their `queue=` tag): a known
+    /// agent as `host/agent` (so a restart can take it down), any other (an agent bkfleet
+    /// does not manage, or on a host outside the run) as `buildkite:ID`. An agent of the
+    /// inventory that is not connected serves no queue, whatever the inventory says.
+    public static func connectedServers(listing: [BuildkiteAgent],
+                                        members: [QueueMember]) -> [String: Set<String>] {
+        var servers: [String: Set<String>] = [:]
+        for entry in listing where entry.isConnected {
+            guard let tag = entry.metaData.first(where: { $0.hasPrefix("queue=") }) else {
+                continue
+            }
+            let queue = String(tag.dropFirst("queue=".count))
+            let member = members.first {
+                $0.name == entry.name && $0.hostname.lowercased() == entry.hostname.lowercased()
+            }
+            servers[queue, default: []].insert(member.map { "\($0.host)/\($0.agent)" }
+                                               ?? "buildkite:\(entry.id)")
+        }
+        return servers
+    }
+
+    /// `hosts` in order, `units` the agents each restarts, `servers` the agents serving
+    /// each queue now (see `connectedServers`). Returns batches of host names.
     public static func plan(hosts: [String], units: [RestartUnit],
                             servers: [String: Set<String>], batchSize: Int?,
                             allowQueueGap: Bool) throws -> [[String]] {

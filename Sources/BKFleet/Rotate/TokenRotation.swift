@@ -1,7 +1,8 @@
 // `bkfleet rotate`: gives the selected agents a new token and retires the old one. It
 // reuses the host pipeline (HostRun) with the new value in place of the old: push, restart
-// of the units whose token changed (no rebuild), verify. Around it: the API token's
-// creation and store, queue-safe batches, restoring hosts that failed, and revocation.
+// of the units whose token changed or that still run an older one (no rebuild), verify.
+// Around it: the API token's creation and store, batches that keep every queue's
+// connected agents serving, restoring hosts that failed, revocation, and the summary.
 // It does not rotate SSH keys and never rebuilds: a host with module changes is refused.
 import Foundation
 
@@ -24,6 +25,12 @@ public struct RotateRequest: Sendable {
 
 public struct RotateError: Error, CustomStringConvertible {
     public var description: String
+}
+
+/// A dry run showed its plan and said why the real run would refuse; `queueGap` when the
+/// only reason is a queue left without agents (the real run's usage error).
+public struct RotateRefused: Error {
+    public var queueGap: Bool
 }
 
 /// One token being rotated.
@@ -67,35 +74,77 @@ public final class TokenRotation {
         }
         let touched = request.hosts.filter { host in pairs.contains { $0.host == host.name } }
         var plans = try tokenPlans(pairs)
+        // Refused before anything is sent, as apply does (BoundSecretCheck.swift): the
+        // other secrets, and each rotated token's old and new value where known.
+        try BoundSecretCheck.refuse(
+            hosts: touched, inventory: inventory,
+            secrets: try otherSecrets(touched, plans: plans),
+            extra: plans.flatMap { plan in [plan.old, plan.new].compactMap { $0 }
+                .map { KnownSecret(role: .token(plan.name), bytes: $0.bytes) } },
+            identity: try RunSetup.identity(for: inventory))
 
         // 1. Read every host and plan with the new value (a stand-in before it exists).
+        //    An agent is restarted when its token changes, or when its token file is
+        //    already new but its process started before that (a killed earlier run).
         let preflight = try runHosts(touched, plans: plans, dryRun: true, restore: false)
+        var refusals: [String] = []
         var restartUnits: [RestartUnit] = []
         var restartHosts: [String] = []
+        var reasons: [String: String] = [:]
+        var hostnames: [String: String] = [:]
         for report in preflight {
             if case .failed(let step, let message) = report.outcome {
-                throw RotateError(description: "\(report.host): cannot plan the rotation (at "
-                                  + "\(step.rawValue)): \(message); nothing was changed")
+                refusals.append("\(report.host): cannot plan the rotation (at "
+                                + "\(step.rawValue)): \(message)")
+                continue
             }
             guard let plan = report.plan else { continue }
+            hostnames[report.host] = report.hostname
             if plan.needsRebuild {
-                throw RotateError(description: "\(report.host) has module changes pending; "
-                                  + "rotate never rebuilds. Run 'bkfleet apply' first, then "
-                                  + "rotate; nothing was changed")
+                refusals.append("\(report.host) has module changes pending; rotate never "
+                                + "rebuilds. Run 'bkfleet apply' first, then rotate")
             }
-            let agents = Set(plan.secrets.filter { $0.kind == .token }.map(\.agent))
+            var agents: Set<String> = []
+            for change in plan.secrets where change.kind == .token {
+                agents.insert(change.agent)
+                reasons["\(report.host)/\(change.agent)"] = "push the new token and restart"
+            }
+            for unit in plan.units where unit.actor == .bkfleet && !agents.contains(unit.agent) {
+                agents.insert(unit.agent)
+                reasons["\(report.host)/\(unit.agent)"] = "restart (\(unit.reason))"
+            }
             if !agents.isEmpty { restartHosts.append(report.host) }
             for agent in agents.sorted() {
                 restartUnits.append(RestartUnit(host: report.host, agent: agent,
                                                 queue: inventory.agents[agent]?.tags["queue"]))
             }
         }
-        let batches = try RotationBatches.plan(
-            hosts: restartHosts, units: restartUnits, servers: queueServers(),
-            batchSize: request.batchSize, allowQueueGap: request.allowQueueGap)
+        if !request.dryRun, let first = refusals.first {
+            throw RotateError(description: first + "; nothing was changed")
+        }
+        let servers = try queueServers(touched: touched, hostnames: hostnames)
+        var gap: QueueGapError?
+        var batches: [[String]]
+        do {
+            batches = try RotationBatches.plan(
+                hosts: restartHosts, units: restartUnits, servers: servers,
+                batchSize: request.batchSize, allowQueueGap: request.allowQueueGap)
+        } catch let error as QueueGapError where request.dryRun {
+            // A dry run still shows the whole plan, then says why the real run refuses.
+            gap = error
+            batches = try RotationBatches.plan(
+                hosts: restartHosts, units: restartUnits, servers: servers,
+                batchSize: request.batchSize, allowQueueGap: true)
+        }
 
         if request.dryRun {
-            describeDryRun(plans, units: restartUnits, batches: batches)
+            describeDryRun(plans, units: restartUnits, reasons: reasons, batches: batches)
+            if let gap { refusals.append(gap.description) }
+            guard refusals.isEmpty else {
+                say("the real run would refuse, and change nothing:")
+                for refusal in refusals { say("  \(refusal)") }
+                throw RotateRefused(queueGap: gap != nil && refusals.count == 1)
+            }
             return true
         }
 
@@ -131,12 +180,48 @@ public final class TokenRotation {
 
         if !failed.isEmpty {
             let restored = restore(failed, touched: touched, plans: plans)
-            summarizeFailure(pairs, plans: plans, done: done, restartHosts: restartHosts,
-                             failed: Set(failed.map(\.host)), restored: restored)
+            let failedHosts = Set(failed.map(\.host))
+            say("rotation incomplete; the old token was not revoked")
+            summarize(pairs, plans: plans, fates: [:], onNew: { host in
+                done.contains(host) || !restartHosts.contains(host) ? .new
+                    : failedHosts.contains(host) && !restored.contains(host) ? .unsure : .old
+            }, why: "\(failedHosts.count) host(s) failed: "
+               + failedHosts.sorted().joined(separator: ", "))
+            say("fix the failed host(s) and rerun 'bkfleet rotate' to finish")
             return false
         }
-        finish(plans)
-        return true
+
+        // 4. Hosts that needed no restart are already on the new token: prove each of
+        //    their agents registered since it started (and drop backups a killed run
+        //    left there) before anything is revoked.
+        let settled = touched.filter { !restartHosts.contains($0.name) }
+        var unproven: [String] = []
+        if !settled.isEmpty {
+            say("checking \(settled.map(\.name).joined(separator: ", ")): already on the new "
+                + "token")
+            for report in try runHosts(settled, plans: plans, dryRun: false, restore: false) {
+                if case .failed(let step, let message) = report.outcome {
+                    say("FAILED  \(report.host) at \(step.rawValue): \(message)")
+                    unproven.append(report.host)
+                } else {
+                    let agents = report.agents.map(\.agent).joined(separator: ", ")
+                    say("ok      \(report.host)  \(agents) registered on it")
+                }
+            }
+        }
+        if !unproven.isEmpty {
+            say("rotation incomplete; the old token was not revoked")
+            summarize(pairs, plans: plans, fates: [:], onNew: { host in
+                unproven.contains(host) ? .unsure : .new
+            }, why: "agents on \(unproven.joined(separator: ", ")) are not proven to run on "
+               + "the new token")
+            say("fix the failed host(s) and rerun 'bkfleet rotate' to finish")
+            return false
+        }
+        let fates = finish(plans)
+        summarize(pairs, plans: plans, fates: fates, onNew: { _ in .new }, why: "")
+        return !fates.values.contains { if case .keptRevokeFailed = $0 { return true }
+                                         return false }
     }
 
     // MARK: Selection and tokens
@@ -197,7 +282,7 @@ public final class TokenRotation {
             throw RotateError(description: "token '\(plan.name)' has no new value")
         }
         let client = try apiClient()
-        let stamp = ISO8601DateFormatter().string(from: Date())
+        let stamp = UTCStamp.iso8601()
         let created = try client.createClusterToken(
             cluster: api.cluster, description: "bkfleet rotate \(plan.name) \(stamp)")
         let new = StoredToken(bytes: created.value, id: created.id)
@@ -221,17 +306,69 @@ public final class TokenRotation {
         return BuildkiteClient(api: api, token: token)
     }
 
-    /// Every agent of each queue in the whole inventory, as `host/agent`.
-    private func queueServers() -> [String: Set<String>] {
-        var servers: [String: Set<String>] = [:]
-        for host in inventory.hosts {
-            for name in host.agents {
-                if let queue = inventory.agents[name]?.tags["queue"] {
-                    servers[queue, default: []].insert("\(host.name)/\(name)")
+    /// The connected agents of each queue, from one Buildkite agent listing. Without
+    /// API access only the inventory can answer, which cannot see an agent that is down.
+    private func queueServers(touched: [Host], hostnames: [String: String]) throws
+        -> [String: Set<String>] {
+        guard case .api(let board) = try registrations() else {
+            say("note: no [buildkite] API access; queues are counted from the inventory, "
+                + "so an agent that is down elsewhere still counts as serving its queue")
+            var servers: [String: Set<String>] = [:]
+            for host in inventory.hosts {
+                for name in host.agents {
+                    if let queue = inventory.agents[name]?.tags["queue"] {
+                        servers[queue, default: []].insert("\(host.name)/\(name)")
+                    }
                 }
             }
+            return servers
         }
-        return servers
+        var members: [QueueMember] = []
+        for host in touched {
+            guard let hostname = hostnames[host.name] else { continue }
+            for agent in host.agents {
+                guard let profile = inventory.agents[agent] else { continue }
+                members.append(QueueMember(host: host.name, agent: agent, hostname: hostname,
+                                           name: Self.registeredName(profile,
+                                                                     hostname: hostname)))
+            }
+        }
+        let listing: [BuildkiteAgent]
+        do {
+            listing = try board.agents(fetchedAfter: Date())
+        } catch {
+            throw RotateError(description: "cannot list the connected agents through the "
+                              + "Buildkite API (\(error)), so no queue can be kept served; "
+                              + "check [buildkite] and the API token; nothing was changed")
+        }
+        return RotationBatches.connectedServers(listing: listing, members: members)
+    }
+
+    /// The name an agent registers under, as verification expects it: its display name
+    /// (NixOS default `%hostname-<agent>-%n`) with the placeholders filled.
+    static func registeredName(_ agent: AgentProfile, hostname: String) -> String {
+        (agent.displayName ?? "%hostname-\(agent.name)-%n")
+            .replacingOccurrences(of: "%hostname", with: hostname)
+            .replacingOccurrences(of: "%n", with: "1")
+    }
+
+    /// The SSH identity, read once (a passphrase is asked at most once per rotation).
+    private var sshIdentity: SSHIdentity?
+    private func identity() throws -> SSHIdentity {
+        if let sshIdentity { return sshIdentity }
+        let read = try RunSetup.identity(for: inventory)
+        sshIdentity = read
+        return read
+    }
+
+    /// One registration source for the whole rotation: the queue count and every host's
+    /// verification share the same listings (and read the API token once).
+    private var registrationSource: RegistrationSource?
+    private func registrations() throws -> RegistrationSource {
+        if let registrationSource { return registrationSource }
+        let source = try RunSetup.registrations(for: inventory)
+        registrationSource = source
+        return source
     }
 
     // MARK: Running hosts
@@ -263,11 +400,13 @@ public final class TokenRotation {
         var options = RunOptions()
         options.dryRun = dryRun
         options.acceptNewHostKeys = request.acceptNewHostKeys
+        options.restartStale = true
+        options.recordAction = "rotate"
         let sink = LineEventSink(verbose: request.verbose) { [say] in say($0) }
         let context = RunContext(
             inventory: copy, renderer: renderer, secrets: secrets,
-            identity: try RunSetup.identity(for: inventory), options: options,
-            registrations: try RunSetup.registrations(for: inventory), events: sink,
+            identity: try identity(), options: options,
+            registrations: try registrations(), events: sink,
             runDirectory: try logFolder())
         return FleetRunner.run(hosts: hosts, context: context)
     }
@@ -323,7 +462,7 @@ public final class TokenRotation {
     // MARK: Reporting and the end
 
     private func describeDryRun(_ plans: [TokenPlan], units: [RestartUnit],
-                                batches: [[String]]) {
+                                reasons: [String: String], batches: [[String]]) {
         for plan in plans {
             let old = plan.old?.fingerprint ?? "(what the hosts have)"
             if let new = plan.new {
@@ -336,89 +475,107 @@ public final class TokenRotation {
             }
         }
         if units.isEmpty {
-            say("would push nothing: every selected agent already has the new token")
+            say("would push nothing: every selected agent already runs the new token")
         }
         for unit in units {
-            say("would push the token of \(unit.agent) on \(unit.host) and restart "
-                + "buildkite-agent-\(unit.agent)")
+            let reason = reasons["\(unit.host)/\(unit.agent)"] ?? "restart"
+            if reason.hasPrefix("push") {
+                say("would push the token of \(unit.agent) on \(unit.host) and restart "
+                    + "buildkite-agent-\(unit.agent)")
+            } else {
+                say("would \(reason): buildkite-agent-\(unit.agent) on \(unit.host)")
+            }
         }
         for (number, batch) in batches.enumerated() {
             say("batch \(number + 1)/\(batches.count): \(batch.joined(separator: ", "))")
         }
-        for plan in plans { say(revocationText(plan, dryRun: true)) }
+        for plan in plans { say(revocationText(plan)) }
         say("dry run: nothing was changed")
     }
 
-    private func revocationText(_ plan: TokenPlan, dryRun: Bool) -> String {
-        let verb = dryRun ? "would revoke" : "revoking"
-        guard let old = plan.old else {
-            return "token '\(plan.name)': no previous token is known to bkfleet; if one is "
-                + "still valid in Buildkite, revoke it there"
+    /// What the dry run says will happen to the old token.
+    private func revocationText(_ plan: TokenPlan) -> String {
+        switch expectedFate(plan) {
+        case .revoked:
+            return "token '\(plan.name)': would revoke \(plan.old!.fingerprint) (id "
+                + "\(plan.old!.id!)) once every agent runs the new token"
+        case let fate:
+            let outcome = TokenOutcome(name: plan.name, newFingerprint: "",
+                                       oldFingerprint: plan.old?.fingerprint,
+                                       agentsByToken: [:], fate: fate)
+            return "token '\(plan.name)': old token " + RotationSummary.fateText(outcome)
         }
-        if !plan.outsiders.isEmpty {
-            return "token '\(plan.name)': left \(old.fingerprint) alive: agents outside the "
-                + "selection still use it (\(plan.outsiders.prefix(5).joined(separator: ", ")))"
-                + "; rotate them too to revoke it"
-        }
-        guard plan.secret.api != nil, let id = old.id else {
-            return "token '\(plan.name)': left \(old.fingerprint) alive: bkfleet does not know "
-                + "its API id; revoke it in Buildkite, or give id = \"...\" in "
-                + "[tokens.\(plan.name)]"
-        }
-        return "token '\(plan.name)': \(verb) \(old.fingerprint) (id \(id))"
+    }
+
+    /// What becomes of the old token if every agent moves: revoked when bkfleet may.
+    private func expectedFate(_ plan: TokenPlan) -> OldTokenFate {
+        guard let old = plan.old else { return .unknown }
+        if !plan.outsiders.isEmpty { return .keptForOutsiders(plan.outsiders) }
+        guard plan.secret.api != nil, old.id != nil else { return .keptWithoutID }
+        return .revoked
     }
 
     /// After every agent is on the new token: revoke the old one when allowed, and drop
-    /// it from the store.
-    private func finish(_ plans: [TokenPlan]) {
+    /// its value from the store (kept only while agents outside the selection use it).
+    private func finish(_ plans: [TokenPlan]) -> [String: OldTokenFate] {
+        var fates: [String: OldTokenFate] = [:]
         for plan in plans {
-            say(revocationText(plan, dryRun: false))
-            guard let api = plan.secret.api, let store = plan.store, let new = plan.new,
-                  plan.outsiders.isEmpty else { continue }
-            if let id = plan.old?.id {
+            var fate = expectedFate(plan)
+            if case .revoked = fate, let api = plan.secret.api, let id = plan.old?.id {
                 do {
                     try apiClient().revokeClusterToken(cluster: api.cluster, id: id)
+                    say("token '\(plan.name)': revoked \(plan.old!.fingerprint) (id \(id))")
                 } catch let BuildkiteError.http(_, _, status, _) where status == 404 {
                     // Already revoked (an earlier run got this far).
+                    say("token '\(plan.name)': \(plan.old!.fingerprint) (id \(id)) was "
+                        + "already revoked")
                 } catch {
-                    say("token '\(plan.name)': could not revoke \(plan.old!.fingerprint): "
-                        + "\(error); rerun rotate to try again")
-                    continue
+                    fate = .keptRevokeFailed("\(error)")
                 }
             }
+            fates[plan.name] = fate
+            guard let store = plan.store, let new = plan.new else { continue }
+            if case .keptForOutsiders = fate { continue }
+            if case .keptRevokeFailed = fate { continue }
             do {
                 try store.write(TokenStoreDocument(current: new, previous: nil))
+                store.removeLeftovers()
             } catch {
                 say("token '\(plan.name)': \(error); rerun rotate to finish")
             }
         }
+        return fates
     }
 
-    private func summarizeFailure(_ pairs: [(host: String, agent: String)],
-                                  plans: [TokenPlan], done: Set<String>,
-                                  restartHosts: [String], failed: Set<String>,
-                                  restored: Set<String>) {
-        var onToken: [String: [String]] = [:]
-        for pair in pairs {
-            guard let name = inventory.agents[pair.agent]?.token,
-                  let plan = plans.first(where: { $0.name == name }) else { continue }
-            let newPrint = plan.new?.fingerprint ?? "?"
+    enum AgentToken { case new, old, unsure }
+
+    /// The closing lines: per token, which agents run on which token and what became
+    /// of the old one. `fates` is empty when the rotation did not finish (`why` says
+    /// what is missing).
+    private func summarize(_ pairs: [(host: String, agent: String)], plans: [TokenPlan],
+                           fates: [String: OldTokenFate], onNew: (String) -> AgentToken,
+                           why: String) {
+        var outcomes: [TokenOutcome] = []
+        for plan in plans {
+            let newPrint = plan.new?.fingerprint ?? "(not created)"
             let oldPrint = plan.old?.fingerprint ?? "the previous token"
-            let key: String
-            if done.contains(pair.host) || !restartHosts.contains(pair.host) {
-                key = newPrint
-            } else if failed.contains(pair.host) && !restored.contains(pair.host) {
-                key = "\(oldPrint) or \(newPrint) (restore failed; check the host)"
-            } else {
-                // Restored, or in a batch that never started.
-                key = oldPrint
+            var byToken: [String: [String]] = [:]
+            for pair in pairs where inventory.agents[pair.agent]?.token == plan.name {
+                let key: String
+                switch onNew(pair.host) {
+                case .new: key = newPrint
+                case .old: key = oldPrint
+                case .unsure: key = "\(oldPrint) or \(newPrint) (check the host)"
+                }
+                byToken[key, default: []].append("\(pair.host)/\(pair.agent)")
             }
-            onToken[key, default: []].append("\(pair.host)/\(pair.agent)")
+            if !plan.outsiders.isEmpty {
+                byToken["\(oldPrint) (outside the selection)"] = plan.outsiders
+            }
+            outcomes.append(TokenOutcome(
+                name: plan.name, newFingerprint: newPrint, oldFingerprint: plan.old?.fingerprint,
+                agentsByToken: byToken, fate: fates[plan.name] ?? .leftForRerun(why)))
         }
-        say("rotation incomplete; the old token was not revoked. Agents by token:")
-        for (fingerprint, agents) in onToken.sorted(by: { $0.key < $1.key }) {
-            say("  \(fingerprint): \(agents.joined(separator: ", "))")
-        }
-        say("fix the failed host(s) and rerun 'bkfleet rotate' to finish")
+        for line in RotationSummary.lines(outcomes) { say(line) }
     }
 }

@@ -114,6 +114,18 @@ public struct TokenStore: Sendable {
         }
     }
 
+    /// Removes temporary files a killed write left beside a store file (they may hold an
+    /// old token's value). Best effort; a command store has nothing of the kind.
+    public func removeLeftovers() {
+        guard case .file(let path) = location else { return }
+        let folder = (path as NSString).deletingLastPathComponent
+        let prefix = ".\((path as NSString).lastPathComponent).tmp."
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        for name in names where name.hasPrefix(prefix) {
+            unlink(folder + "/" + name)
+        }
+    }
+
     static func writeFileAtomically(_ path: String, _ bytes: [UInt8],
                                     role: SecretRole) throws {
         let folder = (path as NSString).deletingLastPathComponent

@@ -11,11 +11,13 @@ extension HostRun {
         // Without USER (cron, CI, `sudo -i`), the account the process runs as.
         let account = getpwuid(getuid()).flatMap { String(validatingCString: $0.pointee.pw_name) }
         let user = environment["USER"] ?? environment["LOGNAME"] ?? account ?? "unknown"
+        let action = context.options.recordAction
+            ?? (context.options.retire ? "retire" : "apply")
         let lines = [
             "time=\(Int(Date().timeIntervalSince1970))",
             "run=\((context.runDirectory as NSString).lastPathComponent)",
             "operator=\(user)@\(ProcessInfo.processInfo.hostName)",
-            "action=\(context.options.retire ? "retire" : "apply")",
+            "action=\(action)",
             "version=\(BKFleetVersion.string)",
         ]
         do {

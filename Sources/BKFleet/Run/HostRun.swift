@@ -67,9 +67,11 @@ final class HostRun {
                               + "such a folder, e.g. /etc/nixos/bkfleet and "
                               + "/var/lib/bkfleet/secrets. Nothing was changed.")
         }
+        report.hostname = state.hostname
         let plan = Planner.plan(desired: desired, state: state,
                                 secretDir: inventory.defaults.secretDir,
-                                moduleDir: inventory.defaults.moduleDir)
+                                moduleDir: inventory.defaults.moduleDir,
+                                restartStale: context.options.restartStale)
         report.plan = plan
         report.snapshot = HostSnapshot(state)
         do {
@@ -124,23 +126,47 @@ final class HostRun {
     func connect() throws -> SSHSession {
         let endpoint = SSHEndpoint(name: host.name, address: host.address, port: host.port)
         let defaults = inventory.defaults
-        // The jump host (if any) is connected, checked and logged in to first.
-        let jump = try connectJump()
+        // The jump host (if any) is connected, checked and logged in to first, or shared
+        // with hosts already behind it (JumpPool, HostJump.swift).
+        var jump = try connectJump()
         context.events.event(host: host.name, step: .connect,
                              message: "connecting to \(endpoint.addressAndPort)"
                                 + (host.jump.map { " through \($0.name)" } ?? ""))
         let session: SSHSession
         do {
-            session = try SSHSession.connect(to: endpoint, timeout: defaults.connectTimeout,
-                                             keepaliveSeconds: 15, via: jump,
-                                             ownsJump: true)
+            do {
+                session = try SSHSession.connect(
+                    to: endpoint, timeout: defaults.connectTimeout, keepaliveSeconds: 15,
+                    via: jump?.session)
+            } catch let failure where jump?.fresh == false {
+                // A shared jump may have died since it was shared: once more on a new one.
+                log.write("through the shared jump session: \(failure); connecting a new one")
+                if let (old, _) = jump, let key = jumpKey {
+                    context.jumps.retire(key, old)
+                    context.jumps.release(key, old)
+                }
+                jump = nil
+                jump = try connectJump()
+                session = try SSHSession.connect(
+                    to: endpoint, timeout: defaults.connectTimeout, keepaliveSeconds: 15,
+                    via: jump?.session)
+            }
         } catch {
-            jump?.close()
+            if let (old, _) = jump, let key = jumpKey {
+                context.jumps.retire(key, old)
+                context.jumps.release(key, old)
+            }
+            // A new jump that failed already says so.
+            if let failure = error as? HostFailure { throw failure }
             throw HostFailure(.connect, "\(error); check the host's address and port in "
                               + "the inventory and that sshd runs there"
                               + (host.jump.map { " and is reachable from \($0.name)" } ?? "")
                               + " (waited up to \(Int(defaults.connectTimeout)) s, "
                               + "connect_timeout)")
+        }
+        if let (shared, _) = jump, let key = jumpKey {
+            let pool = context.jumps
+            session.onClose { pool.release(key, shared) }
         }
         do {
             try checkHostKey(session)

@@ -23,6 +23,11 @@ public struct RunOptions: Sendable {
     /// `retire`: the hosts are given with no agents; their import check is skipped and
     /// the run ends by proving no agent of theirs still runs.
     public var retire = false
+    /// Restart agents whose unit started before a secret file last changed (a rotation
+    /// killed between its push and its restart left them on the old value).
+    public var restartStale = false
+    /// What the host's run record calls this run; nil says `apply` (or `retire`).
+    public var recordAction: String?
 
     public init() {}
 }
@@ -40,15 +45,13 @@ public final class RunContext: @unchecked Sendable {
     /// Names this run on the hosts: in the host lock's holder text, the rebuild's
     /// systemd unit and the backup folder. UTC time plus random hex, safe in unit names.
     public let runID: String = {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss"
-        return formatter.string(from: Date()) + "-"
+        UTCStamp.compact() + "-"
             + String(UInt32.random(in: 0...UInt32.max), radix: 16)
     }()
     /// `retire`: the agents the inventory gave each retired host, checked stopped too.
     public var retiredAgents: [String: [String]] = [:]
+    /// Jump sessions shared by the hosts behind each bastion (Run/HostJump.swift).
+    public let jumps = JumpPool()
 
     public init(inventory: Inventory, renderer: ModuleRenderer, secrets: SecretValues,
                 identity: SSHIdentity, options: RunOptions,
