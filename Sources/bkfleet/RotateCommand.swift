@@ -23,7 +23,7 @@ enum RotateCommand {
           --on SELECTION            only these hosts (as for apply)
           --shard K/N               only this shard of the selected hosts
           --batch N                 hosts restarted at once (default: all)
-          --allow-queue-gap         allow a batch that leaves a queue without agents
+          --allow-queue-gap         accept a gap no order avoids (a queue on one host)
           --dry-run                 say what would be pushed, restarted and revoked
           --accept-new-host-keys    record unknown host keys in known_hosts
           --verbose, -v             show each host's steps

@@ -123,7 +123,22 @@ final class RotationBatchTests: XCTestCase {
         XCTAssertEqual(try RotationBatches.plan(hosts: ["b1", "b2", "b3"], units: restart,
                                                 servers: servers, batchSize: nil,
                                                 allowQueueGap: true),
-                       [["b1", "b2", "b3"]])
+                       [["b1", "b2"], ["b3"]], "allowing a gap never empties a queue needlessly")
+    }
+
+    func test_an_allowed_unavoidable_gap_does_not_empty_other_queues() throws {
+        // deploy runs on b2 alone (unavoidable gap); nix has an agent on every host.
+        let restart = units([("b1", "builder", "nix"), ("b2", "builder", "nix"),
+                             ("b2", "deploy", "deploy"), ("b3", "builder", "nix")])
+        let servers: [String: Set<String>] = ["nix": ["b1/builder", "b2/builder", "b3/builder"],
+                                              "deploy": ["b2/deploy"]]
+        XCTAssertThrowsError(try RotationBatches.plan(hosts: ["b1", "b2", "b3"], units: restart,
+                                                      servers: servers, batchSize: nil,
+                                                      allowQueueGap: false))
+        XCTAssertEqual(try RotationBatches.plan(hosts: ["b1", "b2", "b3"], units: restart,
+                                                servers: servers, batchSize: nil,
+                                                allowQueueGap: true),
+                       [["b1", "b2"], ["b3"]])
     }
 
     func test_an_agent_outside_the_rotation_keeps_its_queue_served() throws {

@@ -70,6 +70,8 @@ public enum RotationBatches {
 
     /// `hosts` in order, `units` the agents each restarts, `servers` the agents serving
     /// each queue now (see `connectedServers`). Returns batches of host names.
+    /// `allowQueueGap` accepts only the gaps no order can avoid (a queue whose every
+    /// connected agent runs on one host); every other queue still keeps an agent up.
     public static func plan(hosts: [String], units: [RestartUnit],
                             servers: [String: Set<String>], batchSize: Int?,
                             allowQueueGap: Bool) throws -> [[String]] {
@@ -85,17 +87,25 @@ public enum RotationBatches {
         while !remaining.isEmpty {
             var batch: [String] = []
             var takenDown: [String: Set<String>] = [:]
+            var accepted: Set<String> = []   // queues whose gap is unavoidable and allowed
             for host in remaining where batch.count < size {
                 var trial = takenDown
                 for (queue, agents) in down[host] ?? [:] {
                     trial[queue, default: []].formUnion(agents)
                 }
+                // Queues this host takes down even when restarted alone.
+                let alone = Set((down[host] ?? [:]).filter { queue, agents in
+                    (servers[queue] ?? []).subtracting(agents).isEmpty
+                }.keys)
+                let allowed = allowQueueGap ? accepted.union(alone) : []
                 let gap = trial.first { queue, agents in
                     (servers[queue] ?? []).subtracting(agents).isEmpty
+                        && !allowed.contains(queue)
                 }
-                if gap == nil || allowQueueGap {
+                if gap == nil {
                     batch.append(host)
                     takenDown = trial
+                    accepted = allowed
                 } else if batch.isEmpty {
                     // Even alone this host takes a queue down.
                     throw QueueGapError(queue: gap!.key, host: host)
