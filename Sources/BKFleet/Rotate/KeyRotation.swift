@@ -26,21 +26,18 @@ struct KeyPlan {
     var newPrint: String { new.map { SSHKeyFingerprint.of(privateKey: $0) } ?? "(new key)" }
 }
 
-public final class KeyRotation {
-    let inventory: Inventory
-    let renderer: ModuleRenderer
-    let request: RotateRequest
-    let say: (String) -> Void
-    /// Suffix of the stand-in key name selected agents get in the run's inventory copy;
-    /// names cannot contain it, so it never collides with a real entry.
-    static let marker = "\u{1F}rotated-key"
+extension KeyPlan: RotatedSecret {
+    var oldValue: [UInt8]? { old }
+    var newValue: [UInt8]? { new }
+}
+
+public final class KeyRotation: RotationSteps {
+    let rotation: RotationRun
 
     public init(inventory: Inventory, renderer: ModuleRenderer, request: RotateRequest,
                 say: @escaping (String) -> Void) {
-        self.inventory = inventory
-        self.renderer = renderer
-        self.request = request
-        self.say = say
+        rotation = RotationRun(inventory: inventory, renderer: renderer, request: request,
+                               kind: .sshKey, options: RunOptions(), say: say)
     }
 
     /// Returns true when every selected agent ended on the new key.
@@ -50,7 +47,8 @@ public final class KeyRotation {
         var plans = try keyPlans(pairs)
 
         // 1. Read and plan every host with the new key (a stand-in before it exists).
-        let preflight = try runHosts(touched, plans: plans, dryRun: true, restore: false)
+        let preflight = try rotation.runHosts(touched, rotated: plans, dryRun: true,
+                                              restore: false)
         var restartUnits: [RestartUnit] = []
         var restartHosts: [String] = []
         for report in preflight {
@@ -75,13 +73,10 @@ public final class KeyRotation {
             }
             let agents = Set(plan.secrets.map(\.agent))
             if !agents.isEmpty { restartHosts.append(report.host) }
-            for agent in agents.sorted() {
-                restartUnits.append(RestartUnit(host: report.host, agent: agent,
-                                                queue: inventory.agents[agent]?.tags["queue"]))
-            }
+            restartUnits += rotation.restartUnits(host: report.host, agents: agents)
         }
         let batches = try RotationBatches.plan(
-            hosts: restartHosts, units: restartUnits, servers: queueServers(),
+            hosts: restartHosts, units: restartUnits, servers: rotation.inventoryQueueServers(),
             batchSize: request.batchSize, allowQueueGap: request.allowQueueGap)
 
         if request.dryRun {
@@ -95,28 +90,12 @@ public final class KeyRotation {
         }
 
         // 3. Rolling restarts; a failed batch stops the rollout.
-        var failed: [HostReport] = []
-        var done: Set<String> = []
-        for (number, batch) in batches.enumerated() {
-            say("batch \(number + 1)/\(batches.count): \(batch.joined(separator: ", "))")
-            let hosts = touched.filter { batch.contains($0.name) }
-            for report in try runHosts(hosts, plans: plans, dryRun: false, restore: false) {
-                if case .failed(let step, let message) = report.outcome {
-                    say("FAILED  \(report.host) at \(step.rawValue): \(message)")
-                    failed.append(report)
-                } else {
-                    done.insert(report.host)
-                    let agents = report.agents.map(\.agent).joined(separator: ", ")
-                    say("ok      \(report.host)  \(agents) running on the new key "
-                        + String(format: "(%.1fs)", report.seconds))
-                }
-            }
-            if !failed.isEmpty { break }
-        }
+        let (failed, done) = try rotation.rollOut(batches, touched: touched, rotated: plans,
+                                                  okText: "running on the new key")
         if batches.isEmpty { say("every selected agent already has the new key") }
 
         if !failed.isEmpty {
-            let restored = restore(failed, touched: touched, plans: plans)
+            let restored = rotation.restore(failed, touched: touched, rotated: plans)
             summarizeFailure(pairs, plans: plans, done: done, restartHosts: restartHosts,
                              failed: Set(failed.map(\.host)), restored: restored)
             return false
@@ -130,9 +109,7 @@ public final class KeyRotation {
     // runbook says to confirm with `bkfleet plan` (no changes) first.
     public func finish() throws -> Bool {
         let pairs = try selectedPairs()
-        let names = Set(pairs.compactMap { inventory.agents[$0.agent]?.sshKey }).sorted()
-        for name in names {
-            guard let secret = inventory.sshKeys[name] else { continue }
+        for (name, secret) in rotation.entries(usedBy: pairs) {
             let file = try SSHKeyFile.writable(secret, agents: users(of: name))
             let state = try file.read()
             guard state.previous != nil else {
@@ -153,11 +130,7 @@ public final class KeyRotation {
     // MARK: Selection and keys
 
     private func selectedPairs() throws -> [(host: String, agent: String)] {
-        let pairs = request.hosts.flatMap { host in
-            host.agents.filter { request.agents?.contains($0) ?? true }
-                .filter { inventory.agents[$0]?.sshKey != nil }
-                .map { (host: host.name, agent: $0) }
-        }
+        let pairs = rotation.selectedPairs().filter { inventory.agents[$0.agent]?.sshKey != nil }
         guard !pairs.isEmpty else {
             throw RotateError(description: "no selected agent has an SSH key (ssh_key = "
                               + "\"NAME\" in [agents.NAME]); check --agent and --on")
@@ -171,11 +144,8 @@ public final class KeyRotation {
     }
 
     private func keyPlans(_ pairs: [(host: String, agent: String)]) throws -> [KeyPlan] {
-        let chosen = Set(pairs.map { "\($0.host)/\($0.agent)" })
-        let names = Set(pairs.compactMap { inventory.agents[$0.agent]?.sshKey }).sorted()
         var plans: [KeyPlan] = []
-        for name in names {
-            guard let secret = inventory.sshKeys[name] else { continue }
+        for (name, secret) in rotation.entries(usedBy: pairs) {
             let file = try SSHKeyFile.writable(secret, agents: users(of: name))
             if let identity = inventory.defaults.identityFile,
                Self.sameFile(identity, file.path) {
@@ -188,10 +158,7 @@ public final class KeyRotation {
             let state = try file.read()
             var plan = KeyPlan(name: name, secret: secret, file: file)
             plan.profiles = users(of: name)
-            plan.outsiders = inventory.hosts.flatMap { host in
-                host.agents.filter { inventory.agents[$0]?.sshKey == name }
-                    .map { "\(host.name)/\($0)" }
-            }.filter { !chosen.contains($0) }
+            plan.outsiders = rotation.outsiders(of: name, besides: pairs)
             if state.inProgress {
                 plan.old = try pushed(file.previousPath, name)
                 plan.new = try pushed(file.path, name)
@@ -246,102 +213,6 @@ public final class KeyRotation {
         }
     }
 
-    /// Every agent of each queue in the whole inventory, as `host/agent`.
-    private func queueServers() -> [String: Set<String>] {
-        var servers: [String: Set<String>] = [:]
-        for host in inventory.hosts {
-            for name in host.agents {
-                if let queue = inventory.agents[name]?.tags["queue"] {
-                    servers[queue, default: []].insert("\(host.name)/\(name)")
-                }
-            }
-        }
-        return servers
-    }
-
-    // MARK: Running hosts
-
-    /// Runs the host pipeline with selected agents on the new key (or, to restore, on
-    /// the old one) and every other agent on what it has now.
-    private func runHosts(_ hosts: [Host], plans: [KeyPlan], dryRun: Bool,
-                          restore: Bool) throws -> [HostReport] {
-        guard !hosts.isEmpty else { return [] }
-        var copy = inventory
-        var others = inventory
-        for plan in plans { others.sshKeys[plan.name] = nil }
-        var secrets = try RunSetup.readSecrets(for: hosts, inventory: others)
-        let placeholder = Array("bkfleet-rotate-dry-run".utf8)
-        var standIns: [String: String] = [:]
-        for plan in plans {
-            guard let selected = restore ? plan.old : (plan.new ?? placeholder) else {
-                continue
-            }
-            let stand = plan.name + Self.marker
-            copy.sshKeys[stand] = plan.secret
-            secrets.sshKeys[stand] = SecretValue(bytes: selected)
-            standIns[plan.name] = stand
-            // Agents of this key that are not selected keep the key they run now.
-            if let current = plan.old ?? plan.new {
-                secrets.sshKeys[plan.name] = SecretValue(bytes: current)
-            }
-        }
-        for (name, profile) in copy.agents where request.agents?.contains(name) ?? true {
-            if let key = profile.sshKey, let stand = standIns[key] {
-                copy.agents[name]?.sshKey = stand
-            }
-        }
-        var options = RunOptions()
-        options.dryRun = dryRun
-        options.acceptNewHostKeys = request.acceptNewHostKeys
-        let sink = LineEventSink(verbose: request.verbose) { [say] in say($0) }
-        let context = RunContext(
-            inventory: copy, renderer: renderer, secrets: secrets,
-            identity: try RunSetup.identity(for: inventory), options: options,
-            registrations: try RunSetup.registrations(for: inventory), events: sink,
-            runDirectory: try logFolder())
-        return FleetRunner.run(hosts: hosts, context: context)
-    }
-
-    /// One log folder for the whole rotation (plan, batches, restore).
-    private var runDirectory: String?
-    private func logFolder() throws -> String {
-        if let runDirectory { return runDirectory }
-        let folder = try RunSetup.runDirectory(for: inventory)
-        runDirectory = folder
-        return folder
-    }
-
-    /// Puts the old key back on hosts whose agents did not come back and restarts them;
-    /// returns the hosts running on the old key again. The host run already rolled a
-    /// failed host back from its backup; this pass proves its agents are running again.
-    private func restore(_ failed: [HostReport], touched: [Host],
-                         plans: [KeyPlan]) -> Set<String> {
-        let names = failed.map(\.host)
-        guard plans.allSatisfy({ $0.old != nil }) else {
-            // No old key is known (the key file did not exist): only the host's own
-            // rollback can have put back what it had.
-            return Set(failed.filter { report in
-                if case .failed(_, let message) = report.outcome {
-                    return message.contains("\nrolled back: ")
-                }
-                return false
-            }.map(\.host))
-        }
-        var restored: Set<String> = []
-        let hosts = touched.filter { names.contains($0.name) }
-        let reports = (try? runHosts(hosts, plans: plans, dryRun: false, restore: true)) ?? []
-        for report in reports {
-            if case .failed(let step, let message) = report.outcome {
-                say("FAILED  \(report.host): restoring the previous SSH key failed at "
-                    + "\(step.rawValue): \(message)")
-            } else {
-                restored.insert(report.host)
-                say("restored \(report.host): previous SSH key back, agents running")
-            }
-        }
-        return restored
-    }
-
     // MARK: Reporting
 
     private func describeDryRun(_ plans: [KeyPlan], units: [RestartUnit],
@@ -363,9 +234,7 @@ public final class KeyRotation {
             say("would push the SSH key of \(unit.agent) on \(unit.host) and restart "
                 + "buildkite-agent-\(unit.agent)")
         }
-        for (number, batch) in batches.enumerated() {
-            say("batch \(number + 1)/\(batches.count): \(batch.joined(separator: ", "))")
-        }
+        for index in batches.indices { say(RotationRun.batchLine(index, of: batches)) }
         say("dry run: nothing was changed")
     }
 

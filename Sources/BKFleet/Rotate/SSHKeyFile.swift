@@ -107,48 +107,19 @@ struct SSHKeyFile {
             throw SecretError(role: role, message: "\(role): cannot remove \(previousPath) "
                 + "(\(String(cString: strerror(errno)))); remove it by hand")
         }
-        Self.syncFolder(of: previousPath)
+        AtomicFile.syncFolder(of: previousPath)
         return true
     }
 
-    /// Temporary file in the same folder, `mode`, written, fsynced and renamed over
-    /// `file`; the folder is synced so the rename survives a crash.
+    /// Replaces `file` atomically with `mode` (AtomicFile); errors name the file.
     static func writeAtomically(_ file: String, _ bytes: [UInt8], mode: mode_t,
                                 role: SecretRole) throws {
         let folder = (file as NSString).deletingLastPathComponent
-        func fail(_ what: String) -> SecretError {
+        try AtomicFile.write(file, bytes, mode: mode, temporaryTag: ".") { what in
             SecretError(role: role, message: "\(role): cannot \(what) \(file) "
                 + "(\(String(cString: strerror(errno)))); check the folder \(folder) "
                 + "exists and is writable by you")
         }
-        var template = Array((folder + "/.\((file as NSString).lastPathComponent).XXXXXX")
-            .utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw fail("create a temporary file beside") }
-        let temporary = String(cString: template)
-        var ok = fchmod(fd, mode) == 0
-        var offset = 0
-        while ok && offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes {
-                Foundation.write(fd, $0.baseAddress, $0.count)
-            }
-            if written < 0 && errno == EINTR { continue }
-            ok = written > 0
-            offset += max(0, written)
-        }
-        ok = ok && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(temporary, file) == 0 else {
-            let error = fail("write")
-            unlink(temporary)
-            throw error
-        }
-        syncFolder(of: file)
-    }
-
-    private static func syncFolder(of file: String) {
-        let dir = open((file as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY)
-        if dir >= 0 { fsync(dir); close(dir) }
     }
 }
 

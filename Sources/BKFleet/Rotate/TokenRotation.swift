@@ -48,26 +48,27 @@ struct TokenPlan {
     var outsiders: [String] = []
 }
 
-public final class TokenRotation {
-    let inventory: Inventory
-    let renderer: ModuleRenderer
-    let request: RotateRequest
-    let say: (String) -> Void
-    /// Suffix of the stand-in token name selected agents get in the run's inventory copy;
-    /// token names cannot contain it, so it never collides.
-    static let marker = "\u{1F}rotated"
+extension TokenPlan: RotatedSecret {
+    var oldValue: [UInt8]? { old?.bytes }
+    var newValue: [UInt8]? { new?.bytes }
+}
+
+public final class TokenRotation: RotationSteps {
+    let rotation: RotationRun
 
     public init(inventory: Inventory, renderer: ModuleRenderer, request: RotateRequest,
                 say: @escaping (String) -> Void) {
-        self.inventory = inventory
-        self.renderer = renderer
-        self.request = request
-        self.say = say
+        var options = RunOptions()
+        // Also restart agents a killed earlier run left on an older token.
+        options.restartStale = true
+        options.recordAction = "rotate"
+        rotation = RotationRun(inventory: inventory, renderer: renderer, request: request,
+                               kind: .token, options: options, say: say)
     }
 
     /// Returns true when every selected agent ended on the new token.
     public func run() throws -> Bool {
-        let pairs = selectedPairs()
+        let pairs = rotation.selectedPairs()
         guard !pairs.isEmpty else {
             throw RotateError(description: "no agent selected: the chosen hosts run none of "
                               + "the named agents; check --agent and --on")
@@ -78,7 +79,7 @@ public final class TokenRotation {
         // other secrets, and each rotated token's old and new value where known.
         try BoundSecretCheck.refuse(
             hosts: touched, inventory: inventory,
-            secrets: try otherSecrets(touched, plans: plans),
+            secrets: try rotation.otherSecrets(touched, rotated: plans),
             extra: plans.flatMap { plan in [plan.old, plan.new].compactMap { $0 }
                 .map { KnownSecret(role: .token(plan.name), bytes: $0.bytes) } },
             identity: try RunSetup.identity(for: inventory))
@@ -86,7 +87,8 @@ public final class TokenRotation {
         // 1. Read every host and plan with the new value (a stand-in before it exists).
         //    An agent is restarted when its token changes, or when its token file is
         //    already new but its process started before that (a killed earlier run).
-        let preflight = try runHosts(touched, plans: plans, dryRun: true, restore: false)
+        let preflight = try rotation.runHosts(touched, rotated: plans, dryRun: true,
+                                              restore: false)
         var refusals: [String] = []
         var restartUnits: [RestartUnit] = []
         var restartHosts: [String] = []
@@ -114,10 +116,7 @@ public final class TokenRotation {
                 reasons["\(report.host)/\(unit.agent)"] = "restart (\(unit.reason))"
             }
             if !agents.isEmpty { restartHosts.append(report.host) }
-            for agent in agents.sorted() {
-                restartUnits.append(RestartUnit(host: report.host, agent: agent,
-                                                queue: inventory.agents[agent]?.tags["queue"]))
-            }
+            restartUnits += rotation.restartUnits(host: report.host, agents: agents)
         }
         if !request.dryRun, let first = refusals.first {
             throw RotateError(description: first + "; nothing was changed")
@@ -159,27 +158,11 @@ public final class TokenRotation {
         }
 
         // 3. Rolling restarts; a failed batch stops the rollout.
-        var failed: [HostReport] = []
-        var done: Set<String> = []
-        for (number, batch) in batches.enumerated() {
-            say("batch \(number + 1)/\(batches.count): \(batch.joined(separator: ", "))")
-            let hosts = touched.filter { batch.contains($0.name) }
-            for report in try runHosts(hosts, plans: plans, dryRun: false, restore: false) {
-                if case .failed(let step, let message) = report.outcome {
-                    say("FAILED  \(report.host) at \(step.rawValue): \(message)")
-                    failed.append(report)
-                } else {
-                    done.insert(report.host)
-                    let agents = report.agents.map(\.agent).joined(separator: ", ")
-                    say("ok      \(report.host)  \(agents) re-registered "
-                        + String(format: "(%.1fs)", report.seconds))
-                }
-            }
-            if !failed.isEmpty { break }
-        }
+        let (failed, done) = try rotation.rollOut(batches, touched: touched, rotated: plans,
+                                                  okText: "re-registered")
 
         if !failed.isEmpty {
-            let restored = restore(failed, touched: touched, plans: plans)
+            let restored = rotation.restore(failed, touched: touched, rotated: plans)
             let failedHosts = Set(failed.map(\.host))
             say("rotation incomplete; the old token was not revoked")
             summarize(pairs, plans: plans, fates: [:], onNew: { host in
@@ -199,7 +182,8 @@ public final class TokenRotation {
         if !settled.isEmpty {
             say("checking \(settled.map(\.name).joined(separator: ", ")): already on the new "
                 + "token")
-            for report in try runHosts(settled, plans: plans, dryRun: false, restore: false) {
+            for report in try rotation.runHosts(settled, rotated: plans, dryRun: false,
+                                                restore: false) {
                 if case .failed(let step, let message) = report.outcome {
                     say("FAILED  \(report.host) at \(step.rawValue): \(message)")
                     unproven.append(report.host)
@@ -226,24 +210,11 @@ public final class TokenRotation {
 
     // MARK: Selection and tokens
 
-    private func selectedPairs() -> [(host: String, agent: String)] {
-        request.hosts.flatMap { host in
-            host.agents.filter { request.agents?.contains($0) ?? true }
-                .map { (host: host.name, agent: $0) }
-        }
-    }
-
     private func tokenPlans(_ pairs: [(host: String, agent: String)]) throws -> [TokenPlan] {
-        let chosen = Set(pairs.map { "\($0.host)/\($0.agent)" })
-        let names = Set(pairs.compactMap { inventory.agents[$0.agent]?.token }).sorted()
         var plans: [TokenPlan] = []
-        for name in names {
-            guard let secret = inventory.tokens[name] else { continue }
+        for (name, secret) in rotation.entries(usedBy: pairs) {
             var plan = TokenPlan(name: name, secret: secret)
-            plan.outsiders = inventory.hosts.flatMap { host in
-                host.agents.filter { inventory.agents[$0]?.token == name }
-                    .map { "\(host.name)/\($0)" }
-            }.filter { !chosen.contains($0) }
+            plan.outsiders = rotation.outsiders(of: name, besides: pairs)
             if let api = secret.api {
                 guard inventory.buildkite != nil else {
                     throw RotateError(description: "\(secret.location): token '\(name)' is "
@@ -310,18 +281,10 @@ public final class TokenRotation {
     /// API access only the inventory can answer, which cannot see an agent that is down.
     private func queueServers(touched: [Host], hostnames: [String: String]) throws
         -> [String: Set<String>] {
-        guard case .api(let board) = try registrations() else {
+        guard case .api(let board) = try rotation.registrations() else {
             say("note: no [buildkite] API access; queues are counted from the inventory, "
                 + "so an agent that is down elsewhere still counts as serving its queue")
-            var servers: [String: Set<String>] = [:]
-            for host in inventory.hosts {
-                for name in host.agents {
-                    if let queue = inventory.agents[name]?.tags["queue"] {
-                        servers[queue, default: []].insert("\(host.name)/\(name)")
-                    }
-                }
-            }
-            return servers
+            return rotation.inventoryQueueServers()
         }
         var members: [QueueMember] = []
         for host in touched {
@@ -352,113 +315,6 @@ public final class TokenRotation {
             .replacingOccurrences(of: "%n", with: "1")
     }
 
-    /// The SSH identity, read once (a passphrase is asked at most once per rotation).
-    private var sshIdentity: SSHIdentity?
-    private func identity() throws -> SSHIdentity {
-        if let sshIdentity { return sshIdentity }
-        let read = try RunSetup.identity(for: inventory)
-        sshIdentity = read
-        return read
-    }
-
-    /// One registration source for the whole rotation: the queue count and every host's
-    /// verification share the same listings (and read the API token once).
-    private var registrationSource: RegistrationSource?
-    private func registrations() throws -> RegistrationSource {
-        if let registrationSource { return registrationSource }
-        let source = try RunSetup.registrations(for: inventory)
-        registrationSource = source
-        return source
-    }
-
-    // MARK: Running hosts
-
-    /// Runs the host pipeline with selected agents on the new token (or, to restore, on
-    /// the old one) and every other agent on what it has now.
-    private func runHosts(_ hosts: [Host], plans: [TokenPlan], dryRun: Bool,
-                          restore: Bool) throws -> [HostReport] {
-        guard !hosts.isEmpty else { return [] }
-        var copy = inventory
-        var secrets = try otherSecrets(hosts, plans: plans)
-        let placeholder = StoredToken(bytes: Array("bkfleet-rotate-dry-run".utf8), id: nil)
-        for plan in plans {
-            let selectedValue = restore ? plan.old : (plan.new ?? placeholder)
-            guard let selectedValue else { continue }
-            let stand = plan.name + Self.marker
-            copy.tokens[stand] = plan.secret
-            secrets.tokens[stand] = SecretValue(bytes: selectedValue.bytes)
-            // Agents of this token that are not selected keep the value they run now.
-            if let old = plan.old ?? plan.new {
-                secrets.tokens[plan.name] = SecretValue(bytes: old.bytes)
-            }
-        }
-        for (name, profile) in copy.agents where request.agents?.contains(name) ?? true {
-            if plans.contains(where: { $0.name == profile.token }) {
-                copy.agents[name]?.token = profile.token + Self.marker
-            }
-        }
-        var options = RunOptions()
-        options.dryRun = dryRun
-        options.acceptNewHostKeys = request.acceptNewHostKeys
-        options.restartStale = true
-        options.recordAction = "rotate"
-        let sink = LineEventSink(verbose: request.verbose) { [say] in say($0) }
-        let context = RunContext(
-            inventory: copy, renderer: renderer, secrets: secrets,
-            identity: try identity(), options: options,
-            registrations: try registrations(), events: sink,
-            runDirectory: try logFolder())
-        return FleetRunner.run(hosts: hosts, context: context)
-    }
-
-    /// One log folder for the whole rotation (plan, batches, restore).
-    private var runDirectory: String?
-    private func logFolder() throws -> String {
-        if let runDirectory { return runDirectory }
-        let folder = try RunSetup.runDirectory(for: inventory)
-        runDirectory = folder
-        return folder
-    }
-
-    /// Tokens not being rotated and SSH keys, read from their sources as apply does.
-    private func otherSecrets(_ hosts: [Host], plans: [TokenPlan]) throws -> SecretValues {
-        var others = inventory
-        for plan in plans { others.tokens[plan.name] = nil }
-        return try RunSetup.readSecrets(for: hosts, inventory: others)
-    }
-
-    /// Puts the old token back on hosts whose agents did not come back, and restarts them.
-    /// Returns the hosts that are running on the old token again.
-    /// The host run itself already rolled the failed host back to the files it had; with
-    /// the old value known, a second pass proves the agents registered on it again.
-    private func restore(_ failed: [HostReport], touched: [Host],
-                         plans: [TokenPlan]) -> Set<String> {
-        let names = failed.map(\.host)
-        guard plans.allSatisfy({ $0.old != nil }) else {
-            // The old value came from a source the operator already changed: only the
-            // host's own rollback (from its backup) can have put it back.
-            return Set(failed.filter { report in
-                if case .failed(_, let message) = report.outcome {
-                    return message.contains("\nrolled back: ")
-                }
-                return false
-            }.map(\.host))
-        }
-        var restored: Set<String> = []
-        let hosts = touched.filter { names.contains($0.name) }
-        let reports = (try? runHosts(hosts, plans: plans, dryRun: false, restore: true)) ?? []
-        for report in reports {
-            if case .failed(let step, let message) = report.outcome {
-                say("FAILED  \(report.host): restoring the previous token failed at "
-                    + "\(step.rawValue): \(message)")
-            } else {
-                restored.insert(report.host)
-                say("restored \(report.host): previous token back, agents running")
-            }
-        }
-        return restored
-    }
-
     // MARK: Reporting and the end
 
     private func describeDryRun(_ plans: [TokenPlan], units: [RestartUnit],
@@ -486,9 +342,7 @@ public final class TokenRotation {
                 say("would \(reason): buildkite-agent-\(unit.agent) on \(unit.host)")
             }
         }
-        for (number, batch) in batches.enumerated() {
-            say("batch \(number + 1)/\(batches.count): \(batch.joined(separator: ", "))")
-        }
+        for index in batches.indices { say(RotationRun.batchLine(index, of: batches)) }
         for plan in plans { say(revocationText(plan)) }
         say("dry run: nothing was changed")
     }

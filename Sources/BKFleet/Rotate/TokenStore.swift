@@ -126,41 +126,19 @@ public struct TokenStore: Sendable {
         }
     }
 
+    /// Replaces the store file atomically, 0600 (AtomicFile); its temporaries carry the
+    /// `.tmp.` tag removeLeftovers looks for. A missing folder is created 0700.
     static func writeFileAtomically(_ path: String, _ bytes: [UInt8],
                                     role: SecretRole) throws {
         let folder = (path as NSString).deletingLastPathComponent
-        func fail(_ what: String) -> SecretError {
-            SecretError(role: role, message: "\(role): cannot \(what) its store file \(path) "
-                + "(\(String(cString: strerror(errno)))); check the folder \(folder)")
-        }
         if !FileManager.default.fileExists(atPath: folder) {
             try? FileManager.default.createDirectory(
                 atPath: folder, withIntermediateDirectories: true,
                 attributes: [.posixPermissions: 0o700])
         }
-        var template = Array((folder + "/.\((path as NSString).lastPathComponent).tmp.XXXXXX")
-            .utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw fail("create a temporary file beside") }
-        let temporary = String(cString: template)
-        var ok = fchmod(fd, 0o600) == 0
-        var offset = 0
-        while ok && offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes {
-                Foundation.write(fd, $0.baseAddress, $0.count)
-            }
-            if written < 0 && errno == EINTR { continue }
-            ok = written > 0
-            offset += max(0, written)
+        try AtomicFile.write(path, bytes, mode: 0o600, temporaryTag: ".tmp.") { what in
+            SecretError(role: role, message: "\(role): cannot \(what) its store file \(path) "
+                + "(\(String(cString: strerror(errno)))); check the folder \(folder)")
         }
-        ok = ok && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(temporary, path) == 0 else {
-            let error = fail("write")
-            unlink(temporary)
-            throw error
-        }
-        let dir = open(folder, O_RDONLY | O_DIRECTORY)
-        if dir >= 0 { fsync(dir); close(dir) }
     }
 }
