@@ -13,9 +13,12 @@ func inventoryPath(_ arguments: Arguments) throws -> String {
     if let fromEnv = ProcessInfo.processInfo.environment["BKFLEET_INVENTORY"],
        !fromEnv.isEmpty { return fromEnv }
     guard FileManager.default.fileExists(atPath: "inventory.toml") else {
+        // Name the command that was run, so the hint can be pasted as it is.
+        let command = CommandLine.arguments.dropFirst().first ?? "plan"
         throw UsageError(description: "no inventory given, BKFLEET_INVENTORY is not set, and "
                          + "there is no ./inventory.toml; pass a path, e.g. "
-                         + "'bkfleet plan inventory/demo.toml'")
+                         + "'bkfleet \(command) inventory/demo.toml', or export "
+                         + "BKFLEET_INVENTORY=inventory/demo.toml")
     }
     return "inventory.toml"
 }

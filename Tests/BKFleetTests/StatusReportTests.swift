@@ -47,6 +47,33 @@ final class StatusReportTests: XCTestCase {
         XCTAssertTrue(table.contains("1 host(s), 0 as the inventory wants, 1 not"), table)
     }
 
+    func testConvergedRowFitsIn120ColumnsAndWrongOwnerIsSpelledOut() throws {
+        let record = ["time": "2024-05-01T12:00:00Z", "operator": "alice@laptop"]
+        var owner = converged("deploy")
+        owner.tokenOwner = "root:root"
+        owner.ownershipOK = false
+        var mode = converged("spare")
+        mode.tokenMode = "0644"
+        mode.ownershipOK = false
+        let fine = StatusTable.render([host([converged()], record: record)], color: false)
+        let fineLines = fine.split(separator: "\n").map(String.init)
+        let header = fineLines[0].split(separator: " ", omittingEmptySubsequences: true)
+        XCTAssertEqual(header.count, 10, "one word per column name: \(fineLines[0])")
+        XCTAssertTrue(header.contains("ACCESS"), fineLines[0])
+        let good = fineLines[1]
+        XCTAssertLessThanOrEqual(good.count, 120, fine)
+        XCTAssertFalse(good.contains("buildkite-agent-builder"), fine)
+        XCTAssertTrue(good.contains("2024-05-01 12:00Z by alice@laptop"), fine)
+
+        let table = StatusTable.render([host([owner, mode], record: record)], color: false)
+        let lines = table.split(separator: "\n").map(String.init)
+        let wrongOwner = try XCTUnwrap(lines.first { $0.contains(" deploy ") })
+        XCTAssertTrue(wrongOwner.contains("root:root 0400"), table)
+        let wrongMode = try XCTUnwrap(lines.first { $0.contains(" spare ") })
+        XCTAssertTrue(wrongMode.contains(" 0644 "), table)
+        XCTAssertFalse(wrongMode.contains("buildkite-agent-spare"), table)
+    }
+
     func testRestartPendingAloneSaysToRestartTheUnitNotToApply() {
         var pending = converged()
         pending.restartPending = true
@@ -102,6 +129,7 @@ final class StatusReportTests: XCTestCase {
         stopped.confined = nil
         stopped.registered = nil
         stopped.connected = nil
+        stopped.sshKeyOnHost = "sha256:0b9d2e71c4aa"
         let record = HostStatus.presentRecord(["time": "1700000000", "action": "apply"])
         XCTAssertEqual(record["time"], "2023-11-14T22:13:20Z")
         XCTAssertEqual(StatusTable.lastApply(record), "2023-11-14 22:13Z")
@@ -110,9 +138,10 @@ final class StatusReportTests: XCTestCase {
         XCTAssertTrue(json["error"] is NSNull, "\(json)")
         XCTAssertEqual(json["retired"] as? Bool, false)
         let agent = try XCTUnwrap((json["agents"] as? [[String: Any]])?.first)
-        for key in ["registered", "confined", "connected"] {
+        for key in ["registered", "confined", "connected", "ssh_key_wanted"] {
             XCTAssertTrue(agent[key] is NSNull, "\(key) must be present as null: \(agent)")
         }
+        XCTAssertEqual(agent["ssh_key_on_host"] as? String, "sha256:0b9d2e71c4aa")
         XCTAssertEqual((json["last_apply"] as? [String: String])?["time"],
                        "2023-11-14T22:13:20Z")
     }

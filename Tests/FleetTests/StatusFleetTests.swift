@@ -61,7 +61,7 @@ final class StatusFleetTests: XCTestCase {
         FleetHarness.exec("builder-02", "printf other > /var/lib/bkfleet/secrets/builder/token")
         let drifted = FleetHarness.bkfleet(["status", inventory, "--on", "builder-02"])
         XCTAssertEqual(drifted.status, 1, drifted.all)
-        XCTAssertTrue(drifted.out.contains("≠"), drifted.out)
+        XCTAssertTrue(drifted.out.contains(" differs "), drifted.out)
         XCTAssertTrue(drifted.out.contains("sha256:"), drifted.out)
 
         // Status wrote nothing: the drift is still there for apply to repair.

@@ -15,8 +15,8 @@ public enum StatusTable {
         }
         var rows: [[(String, Bool)]] = [[
             ("HOST", true), ("AGENT", true), ("MODULE", true), ("TOKEN", true),
-            ("OWNER MODE", true), ("UNIT", true), ("CONFINED", true), ("REGISTERED", true),
-            ("CONNECTED", true), ("LAST APPLY", true),
+            ("ACCESS", true), ("UNIT", true), ("CONFINED", true), ("REGISTERED", true),
+            ("CONNECTED", true), ("LAST-APPLY", true),
         ]]
         var notes: [String] = []
         func blankRow(_ host: String, _ agent: (String, Bool), _ module: (String, Bool),
@@ -41,20 +41,18 @@ public enum StatusTable {
                 continue
             }
             for agent in status.agents {
-                let token: String
-                if let have = agent.tokenOnHost {
-                    token = have == agent.tokenWanted ? have + " ok"
-                        : have + " ≠ " + (agent.tokenWanted ?? "none")
-                } else {
-                    token = "missing"
-                }
-                let owner = agent.tokenOwner.map { "\($0) \(agent.tokenMode ?? "")" } ?? "-"
+                // Fingerprints stay out of the table to keep rows narrow; the note for a
+                // differing token and `--json` carry both.
+                let token = agent.tokenOnHost == nil ? "missing"
+                    : agent.tokenOnHost == agent.tokenWanted ? "ok" : "differs"
                 rows.append([
                     (status.host, true), (agent.agent, agent.inInventory),
                     (agent.moduleUpToDate ? "ok" : "stale", agent.moduleUpToDate),
                     (token, agent.tokenOnHost != nil && agent.tokenOnHost == agent.tokenWanted),
-                    (owner, agent.ownershipOK),
-                    (agent.unit + (agent.restartPending ? " (restart pending)" : ""),
+                    (access(agent), agent.ownershipOK),
+                    // The usual state in one word keeps a converged row under 120 columns.
+                    ((agent.unit == "active/running" ? "running" : agent.unit)
+                        + (agent.restartPending ? " (restart pending)" : ""),
                      agent.running && !agent.restartPending),
                     (yesNo(agent.confined), agent.confined != false),
                     (yesNo(agent.registered), agent.registered == true),
@@ -80,6 +78,16 @@ public enum StatusTable {
                      + "inventory wants" + (retired > 0 ? " (\(retired) retired)" : "")
                      + ", \(bad) not.")
         return lines.joined(separator: "\n")
+    }
+
+    /// The token file's owner and mode: `ok` when as wanted, `-` without a token file,
+    /// the mode alone when only the mode is wrong, else `owner:group mode`.
+    static func access(_ agent: AgentStatus) -> String {
+        guard let owner = agent.tokenOwner else { return "-" }
+        if agent.ownershipOK { return "ok" }
+        let mode = agent.tokenMode ?? "?"
+        let wantedOwner = agent.ownershipWanted?.split(separator: " ").first.map(String.init)
+        return wantedOwner == owner ? mode : "\(owner) \(mode)"
     }
 
     /// `yes`, `no`, or `-` when not known (the unit does not run, no API access).

@@ -32,6 +32,10 @@ public struct AgentStatus: Sendable, Codable, Equatable {
     public var connected: Bool?
     /// The unit started before its token (or SSH key) file last changed.
     public var restartPending: Bool
+    /// The SSH key file's `sha256:` fingerprint on the host, and the inventory's; nil when
+    /// there is none. Shown in `--json` only, to keep the table narrow.
+    public var sshKeyOnHost: String? = nil
+    public var sshKeyWanted: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case agent, inInventory = "in_inventory", moduleUpToDate = "module_up_to_date"
@@ -40,6 +44,7 @@ public struct AgentStatus: Sendable, Codable, Equatable {
         case ownershipWanted = "ownership_wanted"
         case ownershipOK = "ownership_ok", unit, running, confined, registered, registration
         case connected, restartPending = "restart_pending"
+        case sshKeyOnHost = "ssh_key_on_host", sshKeyWanted = "ssh_key_wanted"
     }
 
     // Written by hand so that an unknown value is `null`, not a missing key: a pipeline
@@ -62,6 +67,8 @@ public struct AgentStatus: Sendable, Codable, Equatable {
         try c.encode(registration, forKey: .registration)
         try c.encode(connected, forKey: .connected)
         try c.encode(restartPending, forKey: .restartPending)
+        try c.encode(sshKeyOnHost, forKey: .sshKeyOnHost)
+        try c.encode(sshKeyWanted, forKey: .sshKeyWanted)
     }
 
     /// Everything as the inventory wants it.
@@ -264,7 +271,9 @@ extension HostRun {
                                               wanted: profile?.confinement != false),
             registered: registered, registration: registration, connected: connected,
             restartPending: AgentStatus.restartPending(
-                unit, secretsChanged: Array(found.secretModified.values)))
+                unit, secretsChanged: Array(found.secretModified.values)),
+            sshKeyOnHost: found.secrets[.sshKey].map { Digest.fingerprint(hex: $0.sha256) },
+            sshKeyWanted: desired?.secrets[.sshKey]?.fingerprint)
     }
 
     private static func fourDigits(_ mode: String) -> String {
