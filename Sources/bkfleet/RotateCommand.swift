@@ -22,9 +22,12 @@ enum RotateCommand {
           --agent NAME[,NAME]       only these agent profiles
           --on SELECTION            only these hosts (as for apply)
           --shard K/N               only this shard of the selected hosts
-          --batch N                 hosts restarted at once (default: all)
+          --batch N                 hosts restarted at once (default: as many as
+                                    keep every queue served)
           --allow-queue-gap         accept a gap no order avoids (a queue on one host)
-          --dry-run                 say what would be pushed, restarted and revoked
+          --dry-run                 show the whole plan (pushes, batches, revocation
+                                    or key files), then why the real run would
+                                    refuse, if it would (exit 64 for a queue gap)
           --accept-new-host-keys    record unknown host keys in known_hosts
           --verbose, -v             show each host's steps
           --ssh-key                 rotate the agents' SSH keys instead of tokens
@@ -34,13 +37,16 @@ enum RotateCommand {
         selected agents use (ssh-keygen), writes it to the entry's file (mode 0600,
         the old key kept as FILE.previous, the public key saved as FILE.pub), pushes
         it, restarts the agents in batches and checks each came back. Only file
-        sources can be written. Add the printed public keys as deploy keys, then run
+        sources can be written; the login key (identity_file) is refused. Keys are
+        shown as SHA256:… (OpenSSH, as ssh-keygen -lf prints) with the sha256:… that
+        plan and status show. Add the printed public keys as deploy keys, then run
         'bkfleet rotate --ssh-key --finish' to delete FILE.previous.
 
         Examples:
           bkfleet rotate inventory.toml --dry-run
           bkfleet rotate inventory.toml --batch 1
           bkfleet rotate inventory.toml --agent deploy --on builder-01
+          bkfleet rotate inventory.toml --ssh-key --dry-run
           bkfleet rotate inventory.toml --ssh-key --batch 1
           bkfleet rotate inventory.toml --ssh-key --finish
         """

@@ -120,6 +120,9 @@ final class KeyRotationFleetTests: XCTestCase {
                       "the .pub file is not the new key's public half")
         let fingerprint = openSSHFingerprint(key + ".pub")
         XCTAssertTrue(rotated.out.contains(fingerprint), "\(fingerprint) in \(rotated.out)")
+        // Beside it, the `sha256:` form plan and status show, of the bytes pushed.
+        let short = "(sha256:" + pushedDigest(ofFile: key).prefix(12) + ")"
+        XCTAssertTrue(rotated.out.contains(fingerprint + " " + short), rotated.out)
 
         // On every host: the new key at the bound path, agent's user, 0400, running.
         for host in hosts {
@@ -173,9 +176,15 @@ final class KeyRotationFleetTests: XCTestCase {
         let failed = FleetHarness.bkfleet(["rotate", inventory, "--ssh-key", "--batch", "1"])
         XCTAssertNotEqual(failed.status, 0, failed.all)
         XCTAssertTrue(failed.out.contains("FAILED  builder-03"), failed.out)
-        let oldPrint = SSHKeyFingerprint.of(
-            privateKey: Array(FileManager.default.contents(atPath: key + ".previous") ?? Data()))
-        let newPrint = openSSHFingerprint(key + ".pub")
+        // Rotate shows `SHA256:… (sha256:…)`, both of the bytes pushed.
+        let pushed = { (path: String) in
+            SSHKeyFingerprint.both(pushed: SecretReader.trimmingTrailingNewlines(
+                Array(FileManager.default.contents(atPath: path) ?? Data())) + [0x0A])
+        }
+        let oldPrint = pushed(key + ".previous")
+        let newPrint = pushed(key)
+        XCTAssertTrue(newPrint.hasPrefix(openSSHFingerprint(key + ".pub") + " (sha256:"),
+                      newPrint)
         XCTAssertTrue(failed.out.contains("\(oldPrint): builder-03/builder"), failed.out)
         XCTAssertTrue(failed.out.contains(newPrint + ": "), failed.out)
         XCTAssertEqual(hostKey("builder-03").digest, oldDigest, "builder-03 not restored")

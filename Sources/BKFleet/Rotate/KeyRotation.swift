@@ -6,7 +6,8 @@
 import Foundation
 
 /// One `[ssh_keys.NAME]` entry being rotated. Values are what apply would push (the
-/// file's bytes without trailing newlines), so a later apply sees no change.
+/// file's bytes as SecretReader gives them: exactly one final newline), so a later apply
+/// sees no change and the `sha256:` fingerprints match what plan and status show.
 struct KeyPlan {
     var name: String
     var secret: NamedSecret
@@ -22,8 +23,8 @@ struct KeyPlan {
     /// Agent profiles that use this key, anywhere in the inventory.
     var profiles: [String] = []
 
-    var oldPrint: String { old.map { SSHKeyFingerprint.of(privateKey: $0) } ?? "(no key)" }
-    var newPrint: String { new.map { SSHKeyFingerprint.of(privateKey: $0) } ?? "(new key)" }
+    var oldPrint: String { old.map { SSHKeyFingerprint.both(pushed: $0) } ?? "(no key)" }
+    var newPrint: String { new.map { SSHKeyFingerprint.both(pushed: $0) } ?? "(new key)" }
 }
 
 extension KeyPlan: RotatedSecret {
@@ -36,8 +37,11 @@ public final class KeyRotation: RotationSteps {
 
     public init(inventory: Inventory, renderer: ModuleRenderer, request: RotateRequest,
                 say: @escaping (String) -> Void) {
+        var options = RunOptions()
+        // The host's run record says what last changed it (status shows it).
+        options.recordAction = "rotate"
         rotation = RotationRun(inventory: inventory, renderer: renderer, request: request,
-                               kind: .sshKey, options: RunOptions(), say: say)
+                               kind: .sshKey, options: options, say: say)
     }
 
     /// Returns true when every selected agent ended on the new key.
@@ -49,12 +53,14 @@ public final class KeyRotation: RotationSteps {
         // 1. Read and plan every host with the new key (a stand-in before it exists).
         let preflight = try rotation.runHosts(touched, rotated: plans, dryRun: true,
                                               restore: false)
+        var refusals: [String] = []
         var restartUnits: [RestartUnit] = []
         var restartHosts: [String] = []
         for report in preflight {
             if case .failed(let step, let message) = report.outcome {
-                throw RotateError(description: "\(report.host): cannot plan the key rotation "
-                                  + "(at \(step.rawValue)): \(message); nothing was changed")
+                refusals.append("\(report.host): cannot plan the key rotation (at "
+                                + "\(step.rawValue)): \(message)")
+                continue
             }
             guard let plan = report.plan else { continue }
             // Anything else pending (a module, a token, the key of an agent left out of
@@ -66,21 +72,24 @@ public final class KeyRotation: RotationSteps {
                 let what = plan.needsRebuild ? "module changes"
                     : "the \(other!.kind == .sshKey ? "SSH key" : "token") of agent "
                         + "\(other!.agent)"
-                throw RotateError(description: "\(report.host) has changes pending besides "
-                                  + "the selected SSH keys (\(what)); rotate never rebuilds "
-                                  + "and changes nothing else. Run 'bkfleet apply' first, "
-                                  + "then rotate; nothing was changed")
+                refusals.append("\(report.host) has changes pending besides the selected SSH "
+                                + "keys (\(what)); rotate never rebuilds and changes nothing "
+                                + "else. Run 'bkfleet apply' first, then rotate")
             }
-            let agents = Set(plan.secrets.map(\.agent))
+            let agents = Set(plan.secrets.filter { $0.kind == .sshKey }.map(\.agent))
             if !agents.isEmpty { restartHosts.append(report.host) }
             restartUnits += rotation.restartUnits(host: report.host, agents: agents)
         }
-        let batches = try RotationBatches.plan(
-            hosts: restartHosts, units: restartUnits, servers: rotation.inventoryQueueServers(),
-            batchSize: request.batchSize, allowQueueGap: request.allowQueueGap)
+        if !request.dryRun, let first = refusals.first {
+            throw RotateError(description: first + "; nothing was changed")
+        }
+        // A dry run still shows the whole plan, then says why the real run refuses.
+        let (batches, gap) = try rotation.batches(hosts: restartHosts, units: restartUnits,
+                                                  servers: rotation.inventoryQueueServers())
 
         if request.dryRun {
             describeDryRun(plans, units: restartUnits, batches: batches)
+            try rotation.refuseDryRun(refusals, gap: gap)
             return true
         }
 
@@ -116,9 +125,9 @@ public final class KeyRotation: RotationSteps {
                 say("SSH key '\(name)': nothing to finish (no \(file.previousPath))")
                 continue
             }
-            let print = state.previous.map {
-                SSHKeyFingerprint.of(privateKey: SecretReader.trimmingTrailingNewlines($0))
-            } ?? "?"
+            // As pushed (SecretReader), so the `sha256:` part matches plan and status.
+            let print = (try? pushed(file.previousPath, name))
+                .map { SSHKeyFingerprint.both(pushed: $0) } ?? "?"
             _ = try file.dropPrevious()
             say("SSH key '\(name)': removed the previous key \(print) (\(file.previousPath)); "
                 + "remove its public key from wherever it was registered. \(file.path) holds "

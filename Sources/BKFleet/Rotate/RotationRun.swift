@@ -165,6 +165,34 @@ final class RotationRun {
         return FleetRunner.run(hosts: hosts, context: context)
     }
 
+    // MARK: Batches and the dry run's verdict
+
+    /// The restart batches. A dry run that meets a queue gap still gets batches (planned
+    /// as if the gap were allowed) so it can show the whole plan, plus the gap to report;
+    /// a real run throws the gap.
+    func batches(hosts: [String], units: [RestartUnit], servers: [String: Set<String>])
+        throws -> (batches: [[String]], gap: QueueGapError?) {
+        do {
+            return (try RotationBatches.plan(
+                hosts: hosts, units: units, servers: servers, batchSize: request.batchSize,
+                allowQueueGap: request.allowQueueGap), nil)
+        } catch let gap as QueueGapError where request.dryRun {
+            return (try RotationBatches.plan(
+                hosts: hosts, units: units, servers: servers, batchSize: request.batchSize,
+                allowQueueGap: true), gap)
+        }
+    }
+
+    /// Ends a dry run that has shown its plan: when the real run would refuse, says every
+    /// reason (the hosts' refusals, then the queue gap) and throws RotateRefused.
+    func refuseDryRun(_ refusals: [String], gap: QueueGapError?) throws {
+        let reasons = refusals + (gap.map { [$0.description] } ?? [])
+        guard !reasons.isEmpty else { return }
+        say("the real run would refuse, and change nothing:")
+        for reason in reasons { say("  \(reason)") }
+        throw RotateRefused(queueGap: gap != nil && reasons.count == 1)
+    }
+
     static func batchLine(_ index: Int, of batches: [[String]]) -> String {
         "batch \(index + 1)/\(batches.count): \(batches[index].joined(separator: ", "))"
     }

@@ -1,8 +1,8 @@
-// The local side of an SSH key rotation: a new ed25519 pair from `ssh-keygen`, the
-// inventory's key file replaced atomically with the old key kept beside it
-// (`<file>.previous`), the public key saved as `<file>.pub`, and OpenSSH `SHA256:`
-// fingerprints. It never talks to a host and never prints or logs a private key; only
-// `file` key sources can be written, env and command sources are refused.
+// The local side of an SSH key rotation: a new ed25519 pair from `ssh-keygen`, the key
+// file replaced atomically with the old key kept beside it (`<file>.previous`), the
+// public key saved as `<file>.pub`, OpenSSH `SHA256:` fingerprints (beside `sha256:`).
+// It never talks to a host and never prints or logs a private key; only `file` key
+// sources can be written, env and command sources are refused.
 import CCrypto
 import Foundation
 
@@ -192,6 +192,15 @@ public enum SSHKeyFingerprint {
             return Digest.fingerprint(bytes)
         }
         return of(blob: blob)
+    }
+
+    /// How rotate names a key: OpenSSH's fingerprint for registering the public key, then
+    /// the `sha256:` one that plan and status show, both taken from `bytes`, which must be
+    /// exactly what is pushed (SecretReader's value: one final newline).
+    public static func both(pushed bytes: [UInt8]) -> String {
+        let short = Digest.fingerprint(bytes)
+        guard let blob = publicBlob(ofPrivateKey: bytes) else { return short }
+        return of(blob: blob) + " (\(short))"
     }
 
     public static func of(blob: [UInt8]) -> String {

@@ -82,7 +82,9 @@ public final class TokenRotation: RotationSteps {
             secrets: try rotation.otherSecrets(touched, rotated: plans),
             extra: plans.flatMap { plan in [plan.old, plan.new].compactMap { $0 }
                 .map { KnownSecret(role: .token(plan.name), bytes: $0.bytes) } },
-            identity: try RunSetup.identity(for: inventory))
+            // The rotation's own identity, so a passphrase is asked once, not again for
+            // the host runs.
+            identity: try rotation.identity())
 
         // 1. Read every host and plan with the new value (a stand-in before it exists).
         //    An agent is restarted when its token changes, or when its token file is
@@ -122,28 +124,13 @@ public final class TokenRotation: RotationSteps {
             throw RotateError(description: first + "; nothing was changed")
         }
         let servers = try queueServers(touched: touched, hostnames: hostnames)
-        var gap: QueueGapError?
-        var batches: [[String]]
-        do {
-            batches = try RotationBatches.plan(
-                hosts: restartHosts, units: restartUnits, servers: servers,
-                batchSize: request.batchSize, allowQueueGap: request.allowQueueGap)
-        } catch let error as QueueGapError where request.dryRun {
-            // A dry run still shows the whole plan, then says why the real run refuses.
-            gap = error
-            batches = try RotationBatches.plan(
-                hosts: restartHosts, units: restartUnits, servers: servers,
-                batchSize: request.batchSize, allowQueueGap: true)
-        }
+        // A dry run still shows the whole plan, then says why the real run refuses.
+        let (batches, gap) = try rotation.batches(hosts: restartHosts, units: restartUnits,
+                                                  servers: servers)
 
         if request.dryRun {
             describeDryRun(plans, units: restartUnits, reasons: reasons, batches: batches)
-            if let gap { refusals.append(gap.description) }
-            guard refusals.isEmpty else {
-                say("the real run would refuse, and change nothing:")
-                for refusal in refusals { say("  \(refusal)") }
-                throw RotateRefused(queueGap: gap != nil && refusals.count == 1)
-            }
+            try rotation.refuseDryRun(refusals, gap: gap)
             return true
         }
 
