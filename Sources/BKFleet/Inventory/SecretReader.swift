@@ -170,6 +170,11 @@ public struct SecretReader: Sendable {
                 + "`\(command)` (\(error.localizedDescription))")
         }
 
+        // The shell's own process group, to stop its children with it at the deadline;
+        // just the shell if it somehow shares bkfleet's group.
+        let pid = process.processIdentifier
+        let group = getpgid(pid) == pid ? -pid : pid
+
         if let inputPipe, let input {
             // A store document is small; write it, then close so the command sees EOF.
             let writer = inputPipe.fileHandleForWriting
@@ -186,9 +191,9 @@ public struct SecretReader: Sendable {
             stderrDone.signal()
         }
         // Read until the command closes its output or the time is up. At the deadline the
-        // shell gets SIGTERM, then SIGKILL, and whatever it printed is discarded.
-        // LIMITATION: a grandchild that ignores the shell's death keeps running on its
-        // own; bkfleet no longer waits for it or reads its output.
+        // shell's whole process group (Foundation starts it as a group of its own, so its
+        // children are in it) gets SIGTERM, then SIGKILL; what it printed is discarded.
+        // LIMITATION: a child that moved itself to another group or session survives.
         var bytes: [UInt8] = []
         let fd = output.fileHandleForReading.fileDescriptor
         let deadline = Date().addingTimeInterval(commandTimeout)
@@ -213,10 +218,10 @@ public struct SecretReader: Sendable {
         }
         if timedOut {
             bytes = []
-            process.terminate()
+            kill(group, SIGTERM)
             let grace = Date().addingTimeInterval(2)
             while process.isRunning && Date() < grace { usleep(50_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            kill(group, SIGKILL)
             throw SecretError(role: role, message: "\(role): command `\(command)` did not "
                 + "finish within \(Int(commandTimeout)) s and was stopped; make it finish "
                 + "without waiting for input")

@@ -86,6 +86,19 @@ public struct HostPlan: Sendable {
     }
 }
 
+extension HostPlan {
+    /// The plan with only `agents`' secret pushes, ownership repairs and bkfleet restarts
+    /// (a rotation never touches agents outside its selection). Module changes and the
+    /// restarts NixOS makes stay: they make the plan need a rebuild, which rotate refuses.
+    public func limited(to agents: Set<String>) -> HostPlan {
+        var plan = self
+        plan.secrets.removeAll { !agents.contains($0.agent) }
+        plan.ownership.removeAll { !$0.agent.isEmpty && !agents.contains($0.agent) }
+        plan.units.removeAll { $0.actor == .bkfleet && !agents.contains($0.agent) }
+        return plan
+    }
+}
+
 public enum Planner {
     /// The owner, group and mode a secret file must have on this host right now.
     /// Before the first switch the agent's user does not exist: the file stays root's
@@ -122,7 +135,8 @@ public enum Planner {
                             restartStale: Bool = false) -> HostPlan {
         var plan = HostPlan()
         plan.pendingSwitch = state.switchPending
-        plan.leftoverTempFiles = state.agents.values.flatMap(\.tempFiles).sorted()
+        plan.leftoverTempFiles = (state.agents.values.flatMap(\.tempFiles)
+            + state.moduleTempFiles).sorted()
         plan.foldersToMark = [moduleDir, secretDir].filter {
             ["absent", "empty"].contains(state.folders[$0] ?? "marked")
         }

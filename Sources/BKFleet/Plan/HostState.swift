@@ -74,6 +74,8 @@ public struct HostState: Equatable, Sendable {
     public var folders: [String: String] = [:]
     /// An earlier run wrote modules but its switch did not finish.
     public var switchPending = false
+    /// Temporary files a killed push left in the module folder.
+    public var moduleTempFiles: [String] = []
     public var agents: [String: AgentOnHost] = [:]
     /// The run record of the last successful apply or retire (`time`, `run`,
     /// `operator`, `action`, `version`); empty when bkfleet never finished one here.
@@ -124,6 +126,8 @@ public struct HostState: Equatable, Sendable {
                 sha256: rest[1],
                 ownership: FileOwnership(owner: rest[2], group: rest[3], mode: rest[4]))
             agent(fields[1]) { $0.secrets[secretKind] = found }
+        case "moduletemp":
+            moduleTempFiles.append(fields.dropFirst().joined(separator: "\t"))
         case "tempfile":
             let path = fields.dropFirst().joined(separator: "\t")
             let name = ((path as NSString).deletingLastPathComponent as NSString)

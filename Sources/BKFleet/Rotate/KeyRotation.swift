@@ -56,6 +56,7 @@ public final class KeyRotation: RotationSteps {
         var refusals: [String] = []
         var restartUnits: [RestartUnit] = []
         var restartHosts: [String] = []
+        var hostnames: [String: String] = [:]
         for report in preflight {
             if case .failed(let step, let message) = report.outcome {
                 refusals.append("\(report.host): cannot plan the key rotation (at "
@@ -63,6 +64,7 @@ public final class KeyRotation: RotationSteps {
                 continue
             }
             guard let plan = report.plan else { continue }
+            hostnames[report.host] = report.hostname
             // Anything else pending (a module, a token, the key of an agent left out of
             // the selection) is apply's to change, not a key rotation's.
             let other = plan.secrets.first {
@@ -83,9 +85,12 @@ public final class KeyRotation: RotationSteps {
         if !request.dryRun, let first = refusals.first {
             throw RotateError(description: first + "; nothing was changed")
         }
+        // Queues are counted from the connected agents, as for tokens: an agent that is
+        // down elsewhere does not keep its queue served.
+        let servers = try rotation.queueServers(touched: touched, hostnames: hostnames)
         // A dry run still shows the whole plan, then says why the real run refuses.
         let (batches, gap) = try rotation.batches(hosts: restartHosts, units: restartUnits,
-                                                  servers: rotation.inventoryQueueServers())
+                                                  servers: servers)
 
         if request.dryRun {
             describeDryRun(plans, units: restartUnits, batches: batches)

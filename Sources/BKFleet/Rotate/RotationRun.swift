@@ -115,6 +115,37 @@ final class RotationRun {
         return servers
     }
 
+    /// The connected agents of each queue, from one Buildkite agent listing (token and
+    /// SSH key rotations alike). Without
+    /// API access only the inventory can answer, which cannot see an agent that is down.
+    func queueServers(touched: [Host], hostnames: [String: String]) throws
+        -> [String: Set<String>] {
+        guard case .api(let board) = try registrations() else {
+            say("note: no [buildkite] API access; queues are counted from the inventory, "
+                + "so an agent that is down elsewhere still counts as serving its queue")
+            return inventoryQueueServers()
+        }
+        var members: [QueueMember] = []
+        for host in touched {
+            guard let hostname = hostnames[host.name] else { continue }
+            for agent in host.agents {
+                guard let profile = inventory.agents[agent] else { continue }
+                members.append(QueueMember(host: host.name, agent: agent, hostname: hostname,
+                                           name: TokenRotation.registeredName(profile,
+                                                                     hostname: hostname)))
+            }
+        }
+        let listing: [BuildkiteAgent]
+        do {
+            listing = try board.agents(fetchedAfter: Date())
+        } catch {
+            throw RotateError(description: "cannot list the connected agents through the "
+                              + "Buildkite API (\(error)), so no queue can be kept served; "
+                              + "check [buildkite] and the API token; nothing was changed")
+        }
+        return RotationBatches.connectedServers(listing: listing, members: members)
+    }
+
     // MARK: Running hosts
 
     /// The secrets of every entry not being rotated, read from their sources as apply does.
@@ -156,9 +187,29 @@ final class RotationRun {
         var options = self.options
         options.dryRun = dryRun
         options.acceptNewHostKeys = request.acceptNewHostKeys
+        // Agents outside the selection keep their files and units exactly as they are:
+        // what the run gives them above only fills their modules, it is never pushed.
+        options.onlyAgents = request.agents
         let sink = LineEventSink(verbose: request.verbose) { [say] in say($0) }
         let context = RunContext(
             inventory: copy, renderer: renderer, secrets: secrets,
+            identity: try identity(), options: options,
+            registrations: try registrations(), events: sink,
+            runDirectory: try logFolder())
+        return FleetRunner.run(hosts: hosts, context: context)
+    }
+
+    /// Reads and plans `hosts` against the inventory as it is (nothing rotated, nothing
+    /// changed), for what their probes saw: which secret file each agent has.
+    func probeHosts(_ hosts: [Host]) throws -> [HostReport] {
+        guard !hosts.isEmpty else { return [] }
+        var options = self.options
+        options.dryRun = true
+        options.acceptNewHostKeys = request.acceptNewHostKeys
+        let sink = LineEventSink(verbose: request.verbose) { [say] in say($0) }
+        let context = RunContext(
+            inventory: inventory, renderer: renderer,
+            secrets: try RunSetup.readSecrets(for: hosts, inventory: inventory),
             identity: try identity(), options: options,
             registrations: try registrations(), events: sink,
             runDirectory: try logFolder())

@@ -55,6 +55,8 @@ extension TokenPlan: RotatedSecret {
 
 public final class TokenRotation: RotationSteps {
     let rotation: RotationRun
+    /// Each API-managed token's store lock, held until the rotation ends.
+    private var locks: [TokenStoreLock] = []
 
     public init(inventory: Inventory, renderer: ModuleRenderer, request: RotateRequest,
                 say: @escaping (String) -> Void) {
@@ -108,6 +110,12 @@ public final class TokenRotation: RotationSteps {
                 refusals.append("\(report.host) has module changes pending; rotate never "
                                 + "rebuilds. Run 'bkfleet apply' first, then rotate")
             }
+            if let other = plan.secrets.first(where: { $0.kind != .token }) {
+                refusals.append("\(report.host) has changes pending besides the selected "
+                                + "tokens (the SSH key of agent \(other.agent)); rotate "
+                                + "changes nothing else. Run 'bkfleet apply' first, then "
+                                + "rotate")
+            }
             var agents: Set<String> = []
             for change in plan.secrets where change.kind == .token {
                 agents.insert(change.agent)
@@ -123,12 +131,19 @@ public final class TokenRotation: RotationSteps {
         if !request.dryRun, let first = refusals.first {
             throw RotateError(description: first + "; nothing was changed")
         }
-        let servers = try queueServers(touched: touched, hostnames: hostnames)
+        let servers = try rotation.queueServers(touched: touched, hostnames: hostnames)
         // A dry run still shows the whole plan, then says why the real run refuses.
         let (batches, gap) = try rotation.batches(hosts: restartHosts, units: restartUnits,
                                                   servers: servers)
 
         if request.dryRun {
+            // Who else runs the old token now (same entry or the same value elsewhere).
+            let chosen = Set(pairs.map { "\($0.host)/\($0.agent)" })
+            for index in plans.indices {
+                plans[index].outsiders = checkedHolders(plans[index]).filter {
+                    !chosen.contains($0)
+                }
+            }
             describeDryRun(plans, units: restartUnits, reasons: reasons, batches: batches)
             try rotation.refuseDryRun(refusals, gap: gap)
             return true
@@ -189,6 +204,9 @@ public final class TokenRotation: RotationSteps {
             say("fix the failed host(s) and rerun 'bkfleet rotate' to finish")
             return false
         }
+        // 5. The old token is revoked only once no agent anywhere runs it: the token files
+        //    on every host that uses it (or a token entry with the same value) say so.
+        for index in plans.indices { plans[index].outsiders = checkedHolders(plans[index]) }
         let fates = finish(plans)
         summarize(pairs, plans: plans, fates: fates, onNew: { _ in .new }, why: "")
         return !fates.values.contains { if case .keptRevokeFailed = $0 { return true }
@@ -210,11 +228,24 @@ public final class TokenRotation: RotationSteps {
                 }
                 let store = TokenStore(location: api.store, token: name)
                 plan.store = store
+                // A dry run writes nothing, so it does not wait for (or block) a real one.
+                if !request.dryRun { locks.append(try store.lock()) }
                 let document = try store.read()
                 if let previous = document.previous, let current = document.current {
                     plan.old = previous
                     plan.new = current
                     plan.resumed = true
+                    if let id = current.id, try !clusterHasToken(api.cluster, id: id) {
+                        // The new token of the unfinished rotation was revoked (or never
+                        // accepted): finishing with it would strand every agent. Start
+                        // over from the token the agents still run.
+                        say("token '\(name)': the new token \(current.fingerprint) (id \(id)) "
+                            + "of an unfinished rotation no longer exists in Buildkite; "
+                            + "discarding it and starting a fresh rotation from "
+                            + "\(previous.fingerprint)")
+                        plan.new = nil
+                        plan.resumed = false
+                    }
                 } else if let current = document.current {
                     plan.old = current
                 } else if secret.source != .apiStore {
@@ -232,6 +263,72 @@ public final class TokenRotation: RotationSteps {
         return plans
     }
 
+    /// Whether the cluster still lists token `id` (a revoked token is not listed).
+    private func clusterHasToken(_ cluster: String, id: String) throws -> Bool {
+        do {
+            return try apiClient().listClusterTokens(cluster: cluster).contains { $0.id == id }
+        } catch {
+            throw RotateError(description: "cannot list the tokens of cluster \(cluster) "
+                              + "through the Buildkite API (\(error)); check [buildkite] and "
+                              + "the API token; nothing was changed")
+        }
+    }
+
+    /// Agents (`host/agent`) whose token file on the host holds `old`: every host with an
+    /// agent using token entry `name` or any entry whose value is the same. nil when a
+    /// host could not be read (then nobody can say the old token is unused).
+    private func holders(of old: StoredToken, entry name: String) -> (agents: [String],
+                                                                      unread: [String]) {
+        let hex = Digest.sha256Hex(old.bytes)
+        var related: Set<String> = [name]
+        for (other, secret) in inventory.tokens where other != name {
+            if let value = Self.currentValue(secret, name: other), value == old.bytes {
+                related.insert(other)
+            }
+        }
+        let hosts = inventory.hosts.filter { host in
+            host.agents.contains { related.contains(inventory.agents[$0]?.token ?? "") }
+        }
+        var agents: [String] = []
+        var unread: [String] = []
+        let reports: [HostReport]
+        do {
+            reports = try rotation.probeHosts(hosts)
+        } catch {
+            return ([], hosts.map(\.name))
+        }
+        for report in reports {
+            guard let snapshot = report.snapshot else {
+                unread.append(report.host)
+                continue
+            }
+            for (key, file) in snapshot.secrets where key.hasSuffix("/token")
+                && file.hasPrefix(hex + " ") {
+                agents.append("\(report.host)/\(key.dropLast("/token".count))")
+            }
+        }
+        return (agents.sorted(), unread.sorted())
+    }
+
+    /// The agents still on the plan's old token, plus hosts that could not be read (they
+    /// may run it); empty when the old token is unknown.
+    private func checkedHolders(_ plan: TokenPlan) -> [String] {
+        guard let old = plan.old else { return [] }
+        let found = holders(of: old, entry: plan.name)
+        return found.agents + found.unread.map { "\($0) (could not be read)" }
+    }
+
+    /// The value a token entry gives agents now (its store's current token for an
+    /// API-managed entry), or nil when it cannot be read.
+    static func currentValue(_ secret: NamedSecret, name: String) -> [UInt8]? {
+        if let api = secret.api,
+           let current = try? TokenStore(location: api.store, token: name).read().current {
+            return current.bytes
+        }
+        if secret.source == .apiStore { return nil }
+        return try? SecretReader().resolve(secret.source, role: .token(name))
+    }
+
     /// Creates the API token and writes it to the store (keeping the old one as
     /// `previous`) before anything else can fail; a store that cannot be written gets
     /// the new token revoked again.
@@ -246,6 +343,12 @@ public final class TokenRotation: RotationSteps {
         let new = StoredToken(bytes: created.value, id: created.id)
         do {
             try store.write(TokenStoreDocument(current: new, previous: plan.old))
+            // A store that swallowed the document would leave the new value nowhere.
+            guard try store.read().current == new else {
+                throw RotateError(description: "token '\(plan.name)': its "
+                    + "\(store.description) does not hold the new token after writing it "
+                    + "(check the store's write command or file)")
+            }
         } catch {
             try? client.revokeClusterToken(cluster: api.cluster, id: created.id)
             throw RotateError(description: "\(error); the token just created (id \(created.id))"
@@ -262,36 +365,6 @@ public final class TokenRotation: RotationSteps {
         }
         let token = try SecretReader().resolve(api.token, role: .apiToken)
         return BuildkiteClient(api: api, token: token)
-    }
-
-    /// The connected agents of each queue, from one Buildkite agent listing. Without
-    /// API access only the inventory can answer, which cannot see an agent that is down.
-    private func queueServers(touched: [Host], hostnames: [String: String]) throws
-        -> [String: Set<String>] {
-        guard case .api(let board) = try rotation.registrations() else {
-            say("note: no [buildkite] API access; queues are counted from the inventory, "
-                + "so an agent that is down elsewhere still counts as serving its queue")
-            return rotation.inventoryQueueServers()
-        }
-        var members: [QueueMember] = []
-        for host in touched {
-            guard let hostname = hostnames[host.name] else { continue }
-            for agent in host.agents {
-                guard let profile = inventory.agents[agent] else { continue }
-                members.append(QueueMember(host: host.name, agent: agent, hostname: hostname,
-                                           name: Self.registeredName(profile,
-                                                                     hostname: hostname)))
-            }
-        }
-        let listing: [BuildkiteAgent]
-        do {
-            listing = try board.agents(fetchedAfter: Date())
-        } catch {
-            throw RotateError(description: "cannot list the connected agents through the "
-                              + "Buildkite API (\(error)), so no queue can be kept served; "
-                              + "check [buildkite] and the API token; nothing was changed")
-        }
-        return RotationBatches.connectedServers(listing: listing, members: members)
     }
 
     /// The name an agent registers under, as verification expects it: its display name

@@ -142,3 +142,70 @@ public struct TokenStore: Sendable {
         }
     }
 }
+
+/// An exclusive lock on one token's store, held for a whole rotation so two rotations
+/// never both create a token; released when closed or when the process ends.
+public final class TokenStoreLock {
+    private let fd: Int32
+    public let path: String
+
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit { close(fd) }
+}
+
+extension TokenStore {
+    /// `<store>.lock` beside a store file; for store commands, a file named after the
+    /// token in the user's runtime folder (or cache folder without one).
+    public var lockPath: String {
+        switch location {
+        case .file(let path):
+            return path + ".lock"
+        case .commands:
+            let env = ProcessInfo.processInfo.environment
+            let runtime = env["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+            let cache = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+                ?? NSHomeDirectory() + "/.cache"
+            return (runtime ?? cache) + "/bkfleet/token-\(token).lock"
+        }
+    }
+
+    /// Takes the lock (flock) or fails at once naming who holds it.
+    public func lock() throws -> TokenStoreLock {
+        let path = lockPath
+        let folder = (path as NSString).deletingLastPathComponent
+        if !FileManager.default.fileExists(atPath: folder) {
+            try? FileManager.default.createDirectory(
+                atPath: folder, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
+        }
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw SecretError(role: .token(token), message: "token '\(token)': cannot open "
+                + "the lock file \(path) (\(String(cString: strerror(errno)))); check the "
+                + "folder \(folder)")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            var buffer = [UInt8](repeating: 0, count: 200)
+            let count = pread(fd, &buffer, buffer.count, 0)
+            close(fd)
+            let holder = String(decoding: buffer.prefix(max(count, 0)), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            throw SecretError(role: .token(token), message: "token '\(token)': another "
+                + "rotation holds its lock \(path)"
+                + (holder.isEmpty ? "" : " (\(holder))") + "; wait for it to finish, then "
+                + "rerun; nothing was changed")
+        }
+        // Who holds it, for the message a second rotation shows.
+        let holder = "bkfleet pid \(getpid()) on \(ProcessInfo.processInfo.hostName) since "
+            + UTCStamp.iso8601() + "\n"
+        _ = ftruncate(fd, 0)
+        _ = holder.utf8CString.withUnsafeBufferPointer {
+            pwrite(fd, $0.baseAddress, $0.count - 1, 0)
+        }
+        return TokenStoreLock(fd: fd, path: path)
+    }
+}

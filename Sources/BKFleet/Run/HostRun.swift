@@ -68,10 +68,11 @@ final class HostRun {
                               + "/var/lib/bkfleet/secrets. Nothing was changed.")
         }
         report.hostname = state.hostname
-        let plan = Planner.plan(desired: desired, state: state,
+        var plan = Planner.plan(desired: desired, state: state,
                                 secretDir: inventory.defaults.secretDir,
                                 moduleDir: inventory.defaults.moduleDir,
                                 restartStale: context.options.restartStale)
+        if let only = context.options.onlyAgents { plan = plan.limited(to: only) }
         report.plan = plan
         report.snapshot = HostSnapshot(state)
         do {

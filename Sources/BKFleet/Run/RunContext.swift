@@ -28,6 +28,9 @@ public struct RunOptions: Sendable {
     public var restartStale = false
     /// What the host's run record calls this run; nil says `apply` (or `retire`).
     public var recordAction: String?
+    /// Rotate: only these agents' secrets, ownership and bkfleet restarts are planned;
+    /// every other agent on the host is left exactly as the probe found it. nil: all.
+    public var onlyAgents: Set<String>?
 
     public init() {}
 }
