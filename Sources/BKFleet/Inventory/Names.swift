@@ -50,6 +50,12 @@ enum Names {
             return "only lowercase letters, digits and '-' are allowed"
         }
         if name.hasSuffix("-") { return "it must not end with '-'" }
+        // Each agent's module is `<name>.nix` beside the index `default.nix`; no other file
+        // in the module folder has a name an agent name (lowercase first) can produce.
+        if name == "default" {
+            return "it is reserved: the agent's module default.nix would collide with the "
+                + "index file that imports every agent's module"
+        }
         return nil
     }
 

@@ -51,10 +51,12 @@ extension HostRun {
                     started = true
                     log.write("$ \(command)  (as systemd unit \(unit), output in \(where_))")
                 }
+                // No slice outlasts rebuild_timeout: the last one is cut to the time left.
+                let wait = Self.waitSlice(slice, left: deadline.timeIntervalSinceNow)
                 output = try checked(session.run(
                     shellCommand(RemoteScripts.rebuildWait, "bkfleet-rebuild-wait",
-                                 [context.runID, Self.runsDir, kind, String(slice)]),
-                    timeout: Double(slice) + inventory.defaults.commandTimeout),
+                                 [context.runID, Self.runsDir, kind, String(wait)]),
+                    timeout: Double(wait) + inventory.defaults.commandTimeout),
                     "bkfleet-rebuild-wait")
             } catch let error as SSHError {
                 drops += 1
@@ -113,6 +115,12 @@ extension HostRun {
             }
             return session
         }
+    }
+
+    /// Seconds the next wait on the host may take: a slice, or less when less of
+    /// rebuild_timeout is left (at least one second, the wait script's unit).
+    static func waitSlice(_ slice: Int, left: TimeInterval) -> Int {
+        max(1, min(slice, Int(left.rounded(.up))))
     }
 
     private func shellCommand(_ script: String, _ name: String, _ arguments: [String])

@@ -36,10 +36,31 @@ extension HostRun {
             }
             let restored = try remote(session, failure.step, script: RemoteScripts.restore,
                                       name: "bkfleet-restore", arguments: [backupDir])
-            var done = [restored.trimmingCharacters(in: .whitespacesAndNewlines)
-                + " file(s) (modules and secrets as they were)"]
+            let lines = restored.split(separator: "\n").map(String.init)
+            let count = lines.first ?? "restored 0"
+            // Backups of earlier runs that never verified (killed mid-run): the files are
+            // now as the last verified run left them, which the generation the probe saw
+            // may not match, so rebuild from them rather than step back one generation.
+            let earlier = lines.first { $0.hasPrefix("earlier ") }
+                .flatMap { Int($0.dropFirst(8)) } ?? 0
+            var done = [count + " file(s) (modules and secrets as they were"
+                + (earlier > 0 ? " before \(earlier) earlier unfinished run(s))" : ")")]
             let before = state.generation.isEmpty ? "-" : state.generation
-            if let after = generationAfterRebuild, after != before {
+            if earlier > 0 {
+                if lines.contains("noindex") {
+                    var ops = PushBatch()
+                    ops.write("\(inventory.defaults.moduleDir)/default.nix",
+                              FileOwnership(owner: "root", group: "root", mode: "644"),
+                              Array(Self.emptyIndex.utf8))
+                    _ = try remote(session, failure.step, script: RemoteScripts.push,
+                                   name: "bkfleet-push",
+                                   arguments: [inventory.defaults.moduleDir,
+                                               inventory.defaults.secretDir],
+                                   stdin: ops.payload())
+                }
+                session = try rebuild(session, kind: "rollback")
+                done.append("rebuilt from the last verified modules")
+            } else if let after = generationAfterRebuild, after != before {
                 if before == "-" {
                     // No earlier generation: the configuration imports the module folder,
                     // so leave an index importing nothing and rebuild without the agents.
@@ -63,10 +84,17 @@ extension HostRun {
             // An agent still running the process the probe found runs the token and
             // configuration it had before this run, which the restore put back: restarting
             // it would only cut its jobs short. Restart the others that ran before.
-            let ran = state.agents.filter { $0.value.unit.isRunning }.keys.sorted()
+            // After an earlier run's restore, the agents the unfinished run left (running
+            // or failing on its files) start again on the restored ones.
+            // LIMITATION: an agent the unfinished run removed is not brought back here.
+            let ran = state.agents.filter {
+                $0.value.unit.isRunning || (earlier > 0 && $0.value.unit.loaded)
+            }.keys.sorted()
             let now = ran.isEmpty ? HostState() : try unitStates(session, agents: ran)
+            // After an earlier run's restore, no running process has the restored files.
             let restart = ran.filter { name in
-                !Self.sameProcess(state.agents[name]?.unit, now.agents[name]?.unit)
+                earlier > 0
+                    || !Self.sameProcess(state.agents[name]?.unit, now.agents[name]?.unit)
             }
             if !restart.isEmpty {
                 _ = try remote(session, failure.step, script: RemoteScripts.restart,

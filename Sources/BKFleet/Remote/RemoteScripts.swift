@@ -9,7 +9,8 @@ enum RemoteScripts {
     /// known-hosts-free list of agent names the inventory wants here. Writes nothing.
     /// Records: `hostname`, `now`, `generation`, `config` (configuration.nix, base64),
     /// `module NAME BASE64`, `secretdir AGENT OWNER GROUP MODE`,
-    /// `secret AGENT KIND SHA256 OWNER GROUP MODE`, `tempfile PATH`, `user AGENT UID`,
+    /// `secret AGENT KIND SHA256 OWNER GROUP MODE`, `tempfile PATH`, `moduletemp PATH`,
+    /// `user AGENT UID`,
     /// `keysgroup yes|no`, `unit AGENT KEY=VALUE`, `log AGENT LINE`,
     /// `secretmtime AGENT KIND EPOCH`, `lastapply BASE64` (the run record).
     static let probe = #"""
@@ -35,6 +36,7 @@ for d in "$mdir" "$sdir"; do
   printf 'folder\t%s\t%s\n' "$d" "$st"
 done
 if [ -f "$mdir/.bkfleet-switch-pending" ]; then printf 'pending\tyes\n'; fi
+for t in "$mdir"/.*.bkfleet-tmp.*; do [ -e "$t" ] && printf 'moduletemp\t%s\n' "$t"; done
 if [ -f "$mdir/.bkfleet" ]; then
   for f in "$mdir"/*.nix; do
     [ -f "$f" ] || continue
@@ -55,9 +57,20 @@ if [ -f \#(runRecord) ]; then printf 'lastapply\t%s\n' "$(base64 -w0 < \#(runRec
 if getent group keys >/dev/null 2>&1; then printf 'keysgroup\tyes\n'; else printf 'keysgroup\tno\n'; fi
 for a in $agents; do
   d=$sdir/$a
-  if [ -d "$d" ]; then
+  if [ -L "$d" ]; then
+    # A link in place of an agent's folder: reported as no folder of the agent's, so the
+    # plan makes a fresh one; nothing is read through the link.
+    printf 'secretdir\t%s\tsymlink\tsymlink\t0\n' "$a"
+  elif [ -d "$d" ]; then
     printf 'secretdir\t%s\t%s\n' "$a" "$(stat -c '%U	%G	%a' "$d")"
     for kind in token ssh_key; do
+      # A link, folder or fifo where a secret belongs (a build job can plant one in its
+      # agent's folder) is reported without reading it; the plan replaces it.
+      if [ -L "$d/$kind" ] || { [ -e "$d/$kind" ] && [ ! -f "$d/$kind" ]; }; then
+        printf 'secret\t%s\t%s\tnot-a-regular-file\t%s\n' "$a" "$kind" \
+          "$(stat -c '%U	%G	%a' "$d/$kind")"
+        continue
+      fi
       [ -f "$d/$kind" ] || continue
       sum=$(sha256sum < "$d/$kind"); sum=${sum%% *}
       printf 'secret\t%s\t%s\t%s\t%s\n' "$a" "$kind" "$sum" "$(stat -c '%U	%G	%a' "$d/$kind")"
@@ -80,7 +93,9 @@ printf 'end\n'
     /// Arguments: module dir and secret dir; every path must lie inside one of them.
     /// Optional third argument: this run's backup folder (root-only): before a path is
     /// first replaced, removed or re-owned, its current file (or a `.absent` marker) is
-    /// copied there, so that a rollback can put it back; other runs' backups are removed.
+    /// copied there, so that a rollback can put it back. Other runs' backups stay: a run
+    /// that died before its host verified left the last verified state there, and only a
+    /// run that verifies (dropBackup) may remove it.
     /// Interrupted (lost connection, short input), it removes its temporary file.
     static let push = #"""
 set -u
@@ -97,7 +112,11 @@ backup() {
   rec=$bdir/files$1
   if [ -e "$rec" ] || [ -e "$rec.absent" ]; then return 0; fi
   mkdir -p "${rec%/*}" || return 1
-  if [ -f "$1" ]; then
+  # Only regular files are kept; anything else (a planted link) is not read through and
+  # rolls back to absent.
+  if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then
+    : > "$rec.absent" || return 1
+  elif [ -f "$1" ]; then
     tmp=$rec.bkfleet-tmp
     cp -p "$1" "$tmp" && sync "$tmp" && mv -f "$tmp" "$rec" || return 1
     tmp=
@@ -112,8 +131,7 @@ for d in "$mdir" "$sdir"; do
 done
 if [ -n "$bdir" ]; then
   mkdir -p "$bdir" || exit 1
-  find "$bdir" -name '*.bkfleet-tmp' -type f -delete
-  for old in "${bdir%/*}"/*; do [ "$old" = "$bdir" ] || rm -rf "$old"; done
+  find "${bdir%/*}" -name '*.bkfleet-tmp' -type f -delete
 fi
 while IFS=' ' read -r op path owner group mode len; do
   [ "$op" = end ] && { echo ok; exit 0; }
@@ -132,16 +150,32 @@ while IFS=' ' read -r op path owner group mode len; do
   case $op in
     write)
       dir=${path%/*}; base=${path##*/}
+      # A folder where a file belongs is removed; a link or fifo is replaced by the
+      # rename itself (-T: never into whatever a link points at).
+      if [ -d "$path" ] && [ ! -L "$path" ]; then rm -rf "$path" || exit 1; fi
       tmp=$(mktemp "$dir/.$base.bkfleet-tmp.XXXXXX") || exit 1
       head -c "$len" > "$tmp"
       got=$(wc -c < "$tmp")
       if [ "$got" -ne "$len" ]; then echo "input ended early for $path" >&2; exit 1; fi
-      chown "$owner:$group" "$tmp" && chmod "$mode" "$tmp" && sync "$tmp" \
-        && mv -f "$tmp" "$path" && sync "$dir" || exit 1
+      chown -h "$owner:$group" "$tmp" && [ ! -L "$tmp" ] && chmod "$mode" "$tmp" \
+        && sync "$tmp" && mv -fT "$tmp" "$path" && sync "$dir" || exit 1
       tmp= ;;
-    own) chown "$owner:$group" "$path" && chmod "$mode" "$path" || exit 1 ;;
+    own)
+      # Never re-own through a link (a build job may swap its token for a link to
+      # another agent's): such a path is planned as a replacement, so refuse here.
+      # LIMITATION: a job racing between this test and chmod is not excluded.
+      if [ -L "$path" ] || { [ ! -f "$path" ] && [ ! -d "$path" ]; }; then
+        echo "refusing to change owner of $path: not a regular file or folder;" \
+          "rerun apply to replace it" >&2; exit 2
+      fi
+      chown -h "$owner:$group" "$path" && [ ! -L "$path" ] && chmod "$mode" "$path" \
+        || exit 1 ;;
     dir)
-      mkdir -p "$path" && chown "$owner:$group" "$path" && chmod "$mode" "$path" || exit 1 ;;
+      if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then
+        rm -f "$path" || exit 1
+      fi
+      mkdir -p "$path" && chown -h "$owner:$group" "$path" && chmod "$mode" "$path" \
+        || exit 1 ;;
     rm) rm -f "$path" || exit 1; sync "${path%/*}" ;;
     rmdir) case $path in "$sdir"/?*) rm -rf "$path" || exit 1;; *) exit 2;; esac ;;
     *) echo "unknown operation $op" >&2; exit 2 ;;
@@ -337,33 +371,50 @@ cat "$rd/$kind.log" 2>/dev/null
 
     /// Puts back what a run's push replaced: every file saved in the backup folder is
     /// copied back atomically (temporary file, sync, rename), every `.absent` marker's
-    /// path is removed (except the `.bkfleet` folder markers). Arguments: backup folder.
-    /// Prints `restored N`.
+    /// path is removed (except the `.bkfleet` folder markers). Backups of earlier runs
+    /// that never verified (killed) are restored after this run's, newest first, so each
+    /// path ends as the earliest of them saved it: the last verified state. Arguments:
+    /// this run's backup folder. Prints `restored N`, then `earlier K` (backups of
+    /// unverified earlier runs used) and `noindex` when a module index was put back to
+    /// absent.
     static let restore = #"""
 set -u
 umask 077
 bdir=$1
-[ -d "$bdir/files" ] || { echo 'restored 0'; exit 0; }
 tmp=
 trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
 trap 'exit 1' HUP INT TERM PIPE
-n=0
-for rec in $(cd "$bdir/files" && find . -type f ! -name '*.bkfleet-tmp' | sort); do
-  p=${rec#.}
-  case $p in
-    # A folder bkfleet made stays marked as bkfleet's, so later runs may use it.
-    */.bkfleet.absent) continue ;;
-    *.absent) rm -f "${p%.absent}" || exit 1 ;;
-    *)
-      mkdir -p "${p%/*}" || exit 1
-      tmp=$(mktemp "${p%/*}/.${p##*/}.bkfleet-tmp.XXXXXX") || exit 1
-      cp -p "$bdir/files$p" "$tmp" && sync "$tmp" && mv -f "$tmp" "$p" || exit 1
-      tmp= ;;
-  esac
-  n=$((n + 1))
+n=0; k=0; noindex=
+# Run ids begin with a UTC timestamp: reverse name order is newest first.
+for b in $(ls -1r "${bdir%/*}" 2>/dev/null); do
+  b=${bdir%/*}/$b
+  [ "$b" = "$bdir" ] || [ "$b" \< "$bdir" ] || continue
+  [ -d "$b/files" ] || continue
+  [ "$b" = "$bdir" ] || k=$((k + 1))
+  for rec in $(cd "$b/files" && find . -type f ! -name '*.bkfleet-tmp' | sort); do
+    p=${rec#.}
+    case $p in
+      # A folder bkfleet made stays marked as bkfleet's, so later runs may use it.
+      */.bkfleet.absent) continue ;;
+      */default.nix.absent) rm -f "${p%.absent}" || exit 1; noindex=yes ;;
+      *.absent) rm -f "${p%.absent}" || exit 1 ;;
+      *)
+        case $p in */default.nix) noindex= ;; esac
+        # A path that is no regular file now (a link a job planted) is replaced, not
+        # written through.
+        if [ -L "$p" ] || { [ -e "$p" ] && [ ! -f "$p" ]; }; then rm -rf "$p" || exit 1; fi
+        mkdir -p "${p%/*}" || exit 1
+        tmp=$(mktemp "${p%/*}/.${p##*/}.bkfleet-tmp.XXXXXX") || exit 1
+        cp -p "$b/files$p" "$tmp" && sync "$tmp" && mv -f "$tmp" "$p" || exit 1
+        tmp= ;;
+    esac
+    n=$((n + 1))
+  done
 done
 sync
 echo "restored $n"
+echo "earlier $k"
+[ -z "$noindex" ] || echo noindex
 """#
 
     /// Removes a run's backup folder once the host verified (or was rolled back), with

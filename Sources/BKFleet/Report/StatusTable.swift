@@ -122,6 +122,16 @@ public enum StatusTable {
             notes.append("\(status.host): the module index (default.nix) differs from the "
                          + "inventory; run `\(apply)`")
         }
+        if status.switchPending {
+            notes.append("\(status.host): an earlier switch did not finish (killed, failed "
+                         + "or timed out), so the modules may not be what runs; run "
+                         + "`\(apply)` to switch and verify")
+        }
+        if !status.tempFiles.isEmpty {
+            notes.append("\(status.host): temporary file(s) left by an interrupted push: "
+                         + status.tempFiles.joined(separator: ", ") + "; `\(apply)` "
+                         + "removes them")
+        }
         for agent in status.agents where !agent.ok {
             notes.append("\(status.host): agent \(agent.agent): " + note(agent, apply: apply))
         }

@@ -1,5 +1,7 @@
 // Refuses a run whose module-bound inventory values (tags, extra config, hooks, display
-// name, packages, allowed URIs) hold the value of a secret the run read: whatever reaches
+// name, packages, allowed URIs) or host-bound values that reach a remote command line
+// (rebuild_command, user, module_dir, secret_dir: visible in the host's process list)
+// hold the value of a secret the run read: whatever reaches
 // a module is copied into the world-readable Nix store on the host. It runs after the
 // secrets are read and before any connection; it never prints a value, only its name
 // and fingerprint. It does not look for encoded or split copies of a secret.
@@ -62,6 +64,15 @@ public enum BoundSecretCheck {
         return values
     }
 
+    /// The values of a host entry (and the folders every host uses) that bkfleet puts on a
+    /// remote command line, each with the inventory key it came from.
+    public static func commandLineValues(of host: Host, inventory: Inventory)
+        -> [(key: String, value: String)] {
+        [("rebuild_command", host.rebuildCommand), ("user", host.user),
+         ("module_dir", inventory.defaults.moduleDir),
+         ("secret_dir", inventory.defaults.secretDir)]
+    }
+
     /// One message per (agent, key, secret) found, naming the inventory position, the
     /// agent, the key and the secret with its fingerprint. Empty when the run may go on.
     public static func problems(hosts: [Host], inventory: Inventory,
@@ -78,6 +89,19 @@ public enum BoundSecretCheck {
                         + "module values are copied to the world-readable Nix store, so "
                         + "bkfleet refuses to send it. Remove the secret from \(key); "
                         + "the agent gets its token and key as files. Nothing was changed."
+                    if reported.insert(line).inserted { problems.append(line) }
+                }
+            }
+        }
+        var reported = Set<String>()
+        for host in hosts {
+            for (key, value) in commandLineValues(of: host, inventory: inventory) {
+                for secret in known where holds(value, secret.bytes) {
+                    let line = "\(host.location): host '\(host.name)': \(key) holds the "
+                        + "value of \(secret.role) (\(Digest.fingerprint(secret.bytes))); it "
+                        + "would be on a command line any user of the host can read, so "
+                        + "bkfleet refuses to send it. Remove the secret from \(key). "
+                        + "Nothing was changed."
                     if reported.insert(line).inserted { problems.append(line) }
                 }
             }

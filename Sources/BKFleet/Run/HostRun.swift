@@ -21,7 +21,8 @@ final class HostRun {
     init(host: Host, context: RunContext) {
         self.host = host
         self.context = context
-        self.log = HostLog(directory: context.runDirectory, host: host.name)
+        self.log = HostLog(directory: context.runDirectory, host: host.name,
+                           scrub: { [context] in context.scrub($0) })
     }
 
     func run() -> HostReport {

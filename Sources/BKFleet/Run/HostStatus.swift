@@ -36,6 +36,9 @@ public struct AgentStatus: Sendable, Codable, Equatable {
     /// there is none. Shown in `--json` only, to keep the table narrow.
     public var sshKeyOnHost: String? = nil
     public var sshKeyWanted: String? = nil
+    /// False for an agent of a host that could not be read: only what the inventory says
+    /// is known, and `--json` shows every host-side field as null.
+    public var readFromHost = true
 
     enum CodingKeys: String, CodingKey {
         case agent, inInventory = "in_inventory", moduleUpToDate = "module_up_to_date"
@@ -53,20 +56,21 @@ public struct AgentStatus: Sendable, Codable, Equatable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(agent, forKey: .agent)
         try c.encode(inInventory, forKey: .inInventory)
-        try c.encode(moduleUpToDate, forKey: .moduleUpToDate)
+        let known = readFromHost
+        try c.encode(known ? moduleUpToDate : nil, forKey: .moduleUpToDate)
         try c.encode(tokenOnHost, forKey: .tokenOnHost)
         try c.encode(tokenWanted, forKey: .tokenWanted)
         try c.encode(tokenOwner, forKey: .tokenOwner)
         try c.encode(tokenMode, forKey: .tokenMode)
         try c.encode(ownershipWanted, forKey: .ownershipWanted)
-        try c.encode(ownershipOK, forKey: .ownershipOK)
-        try c.encode(unit, forKey: .unit)
-        try c.encode(running, forKey: .running)
+        try c.encode(known ? ownershipOK : nil, forKey: .ownershipOK)
+        try c.encode(known ? unit : nil, forKey: .unit)
+        try c.encode(known ? running : nil, forKey: .running)
         try c.encode(confined, forKey: .confined)
         try c.encode(registered, forKey: .registered)
         try c.encode(registration, forKey: .registration)
         try c.encode(connected, forKey: .connected)
-        try c.encode(restartPending, forKey: .restartPending)
+        try c.encode(known ? restartPending : nil, forKey: .restartPending)
         try c.encode(sshKeyOnHost, forKey: .sshKeyOnHost)
         try c.encode(sshKeyWanted, forKey: .sshKeyWanted)
     }
@@ -109,6 +113,13 @@ public struct HostStatus: Sendable, Codable, Equatable {
     /// The last run here was a retire and no agent of bkfleet's is left on the host.
     public var retired: Bool
     public var agents: [AgentStatus]
+    /// An earlier switch did not finish (`.bkfleet-switch-pending` in the module folder):
+    /// the files may not be what runs.
+    public var switchPending = false
+    /// Temporary files a killed push left in the module or secret folders.
+    public var tempFiles: [String] = []
+    /// What to do about the above, in words.
+    public var notes: [String] = []
 
     public init(host: String, address: String, reachable: Bool, error: String? = nil,
                 indexUpToDate: Bool, lastApply: [String: String], retired: Bool = false,
@@ -126,6 +137,7 @@ public struct HostStatus: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case host, address, reachable, error, indexUpToDate = "index_up_to_date"
         case lastApply = "last_apply", retired, agents
+        case switchPending = "switch_pending", tempFiles = "temp_files", notes
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -138,10 +150,14 @@ public struct HostStatus: Sendable, Codable, Equatable {
         try c.encode(lastApply, forKey: .lastApply)
         try c.encode(retired, forKey: .retired)
         try c.encode(agents, forKey: .agents)
+        try c.encode(switchPending, forKey: .switchPending)
+        try c.encode(tempFiles, forKey: .tempFiles)
+        try c.encode(notes, forKey: .notes)
     }
 
     public var ok: Bool {
         reachable && error == nil && indexUpToDate && agents.allSatisfy(\.ok)
+            && !switchPending && tempFiles.isEmpty
     }
 
     /// The run record as status shows it: `time`, kept on the host as seconds since the
@@ -214,6 +230,19 @@ extension HostRun {
             status.indexUpToDate = !changed.contains("default.nix")
             status.lastApply = HostStatus.presentRecord(state.lastApply)
             status.retired = HostStatus.isRetired(state)
+            status.switchPending = state.switchPending
+            status.tempFiles = (state.agents.values.flatMap(\.tempFiles)
+                + state.moduleTempFiles).sorted()
+            if state.switchPending {
+                status.notes.append("an earlier switch did not finish (killed, failed or "
+                                    + "timed out): the modules on the host may not be what "
+                                    + "runs; run `bkfleet apply` to switch and verify")
+            }
+            if !status.tempFiles.isEmpty {
+                status.notes.append("temporary file(s) left by an interrupted push: "
+                                    + status.tempFiles.joined(separator: ", ")
+                                    + "; the next `bkfleet apply` removes them")
+            }
             let names = Set(desired.agents.keys).union(state.agents.keys.filter { name in
                 state.modules["\(name).nix"] != nil || state.agents[name]?.secretDir != nil
                     || state.agents[name]?.unit.loaded == true
@@ -230,7 +259,26 @@ extension HostRun {
         } catch {
             status.error = context.scrub("\(error)")
         }
+        if status.error != nil && status.agents.isEmpty {
+            status.agents = host.agents.sorted().map(unreadAgent)
+        }
         return status
+    }
+
+    /// An agent of a host that could not be read: the inventory's side only.
+    private func unreadAgent(_ name: String) -> AgentStatus {
+        let wanted = context.secrets.tokens[inventory.agents[name]?.token ?? ""]
+        let key = inventory.agents[name]?.sshKey.flatMap { context.secrets.sshKeys[$0] }
+        var agent = AgentStatus(
+            agent: name, inInventory: true, moduleUpToDate: false, tokenOnHost: nil,
+            tokenWanted: wanted.map { Digest.fingerprint($0.bytes) }, tokenOwner: nil,
+            tokenMode: nil, ownershipWanted: nil, ownershipOK: false, unit: "unknown",
+            running: false, confined: nil, registered: nil,
+            registration: "not checked: the host could not be read", connected: nil,
+            restartPending: false, sshKeyOnHost: nil,
+            sshKeyWanted: key.map { Digest.fingerprint($0.bytes) })
+        agent.readFromHost = false
+        return agent
     }
 
     private func agentStatus(_ name: String, desired: DesiredAgent?, found: AgentOnHost,

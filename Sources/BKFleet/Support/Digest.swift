@@ -29,7 +29,9 @@ public enum Digest {
     }
 
     /// The short form of a full hex digest, e.g. one a host reported.
+    /// A host's word for what is no file (`not-a-regular-file`) stays as it is.
     public static func fingerprint(hex: String) -> String {
-        "sha256:" + hex.prefix(12)
+        guard hex.allSatisfy(\.isHexDigit) else { return "(\(hex))" }
+        return "sha256:" + hex.prefix(12)
     }
 }
