@@ -48,31 +48,14 @@ extension HostRun {
             let before = state.generation.isEmpty ? "-" : state.generation
             if earlier > 0 {
                 if lines.contains("noindex") {
-                    var ops = PushBatch()
-                    ops.write("\(inventory.defaults.moduleDir)/default.nix",
-                              FileOwnership(owner: "root", group: "root", mode: "644"),
-                              Array(Self.emptyIndex.utf8))
-                    _ = try remote(session, failure.step, script: RemoteScripts.push,
-                                   name: "bkfleet-push",
-                                   arguments: [inventory.defaults.moduleDir,
-                                               inventory.defaults.secretDir],
-                                   stdin: ops.payload())
+                    try writeEmptyIndex(session, failure.step)
                 }
                 session = try rebuild(session, kind: "rollback")
                 done.append("rebuilt from the last verified modules")
             } else if let after = generationAfterRebuild, after != before {
                 if before == "-" {
-                    // No earlier generation: the configuration imports the module folder,
-                    // so leave an index importing nothing and rebuild without the agents.
-                    var ops = PushBatch()
-                    ops.write("\(inventory.defaults.moduleDir)/default.nix",
-                              FileOwnership(owner: "root", group: "root", mode: "644"),
-                              Array(Self.emptyIndex.utf8))
-                    _ = try remote(session, failure.step, script: RemoteScripts.push,
-                                   name: "bkfleet-push",
-                                   arguments: [inventory.defaults.moduleDir,
-                                               inventory.defaults.secretDir],
-                                   stdin: ops.payload())
+                    // No earlier generation to switch back to: rebuild without the agents.
+                    try writeEmptyIndex(session, failure.step)
                     session = try rebuild(session, kind: "rollback")
                     done.append("no earlier generation: rebuilt without bkfleet's agents")
                 } else {
@@ -119,6 +102,18 @@ extension HostRun {
             log.write(text)
             return HostFailure(failure.step, failure.message + "\n" + text)
         }
+    }
+
+    /// Writes the empty index over the module folder's `default.nix`: the configuration
+    /// imports that folder, so a rebuild then runs without bkfleet's agents.
+    private func writeEmptyIndex(_ session: SSHSession, _ step: Step) throws {
+        var ops = PushBatch()
+        ops.write("\(inventory.defaults.moduleDir)/default.nix",
+                  FileOwnership(owner: "root", group: "root", mode: "644"),
+                  Array(Self.emptyIndex.utf8))
+        _ = try remote(session, step, script: RemoteScripts.push, name: "bkfleet-push",
+                       arguments: [inventory.defaults.moduleDir, inventory.defaults.secretDir],
+                       stdin: ops.payload())
     }
 
     /// What a fresh host's module index becomes when it is rolled back.

@@ -51,20 +51,8 @@ public final class KeyRotation: RotationSteps {
         var plans = try keyPlans(pairs)
 
         // 1. Read and plan every host with the new key (a stand-in before it exists).
-        let preflight = try rotation.runHosts(touched, rotated: plans, dryRun: true,
-                                              restore: false)
-        var refusals: [String] = []
-        var restartUnits: [RestartUnit] = []
-        var restartHosts: [String] = []
-        var hostnames: [String: String] = [:]
-        for report in preflight {
-            if case .failed(let step, let message) = report.outcome {
-                refusals.append("\(report.host): cannot plan the key rotation (at "
-                                + "\(step.rawValue)): \(message)")
-                continue
-            }
-            guard let plan = report.plan else { continue }
-            hostnames[report.host] = report.hostname
+        let (refusals, restartUnits, restartHosts, batches, gap) = try rotation.preflight(
+            touched, rotated: plans, what: "key rotation") { report, plan, refusals in
             // Anything else pending (a module, a token, the key of an agent left out of
             // the selection) is apply's to change, not a key rotation's.
             let other = plan.secrets.first {
@@ -78,19 +66,8 @@ public final class KeyRotation: RotationSteps {
                                 + "keys (\(what)); rotate never rebuilds and changes nothing "
                                 + "else. Run 'bkfleet apply' first, then rotate")
             }
-            let agents = Set(plan.secrets.filter { $0.kind == .sshKey }.map(\.agent))
-            if !agents.isEmpty { restartHosts.append(report.host) }
-            restartUnits += rotation.restartUnits(host: report.host, agents: agents)
+            return Set(plan.secrets.filter { $0.kind == .sshKey }.map(\.agent))
         }
-        if !request.dryRun, let first = refusals.first {
-            throw RotateError(description: first + "; nothing was changed")
-        }
-        // Queues are counted from the connected agents, as for tokens: an agent that is
-        // down elsewhere does not keep its queue served.
-        let servers = try rotation.queueServers(touched: touched, hostnames: hostnames)
-        // A dry run still shows the whole plan, then says why the real run refuses.
-        let (batches, gap) = try rotation.batches(hosts: restartHosts, units: restartUnits,
-                                                  servers: servers)
 
         if request.dryRun {
             describeDryRun(plans, units: restartUnits, batches: batches)

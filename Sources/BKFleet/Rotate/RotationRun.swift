@@ -1,6 +1,6 @@
 // What token and SSH key rotations share: the host pipeline (HostRun) run with the rotated
 // secret put in for the selected agents while every other agent keeps what it runs, the
-// rolling batches, putting the old value back on failed hosts, and one log folder, SSH
+// preflight, rolling batches, putting the old value back on failed hosts, one log folder, SSH
 // identity and registration source per rotation. It plans no batches, makes no secrets
 // and words no summary: TokenRotation and KeyRotation do.
 import Foundation
@@ -214,6 +214,44 @@ final class RotationRun {
             registrations: try registrations(), events: sink,
             runDirectory: try logFolder())
         return FleetRunner.run(hosts: hosts, context: context)
+    }
+
+    // MARK: Preflight
+
+    /// Step 1 of a rotation: reads and plans `touched` with the new value (a stand-in before
+    /// it exists) and batches the restarts. `check` adds a planned host's own refusals and
+    /// returns its agents to restart. A real run throws the first refusal; a dry run gets
+    /// them back so it can show its whole plan first. `what` names the rotation in messages.
+    func preflight(_ touched: [Host], rotated: [some RotatedSecret], what: String,
+                   check: (HostReport, HostPlan, inout [String]) -> Set<String>) throws
+        -> (refusals: [String], units: [RestartUnit], hosts: [String], batches: [[String]],
+            gap: QueueGapError?) {
+        let reports = try runHosts(touched, rotated: rotated, dryRun: true, restore: false)
+        var refusals: [String] = []
+        var units: [RestartUnit] = []
+        var hosts: [String] = []
+        var hostnames: [String: String] = [:]
+        for report in reports {
+            if case .failed(let step, let message) = report.outcome {
+                refusals.append("\(report.host): cannot plan the \(what) (at "
+                                + "\(step.rawValue)): \(message)")
+                continue
+            }
+            guard let plan = report.plan else { continue }
+            hostnames[report.host] = report.hostname
+            let agents = check(report, plan, &refusals)
+            if !agents.isEmpty { hosts.append(report.host) }
+            units += restartUnits(host: report.host, agents: agents)
+        }
+        if !request.dryRun, let first = refusals.first {
+            throw RotateError(description: first + "; nothing was changed")
+        }
+        // Queues are counted from the connected agents: an agent that is down elsewhere
+        // does not keep its queue served.
+        let servers = try queueServers(touched: touched, hostnames: hostnames)
+        // A dry run still shows the whole plan, then says why the real run refuses.
+        let (batches, gap) = try self.batches(hosts: hosts, units: units, servers: servers)
+        return (refusals, units, hosts, batches, gap)
     }
 
     // MARK: Batches and the dry run's verdict

@@ -91,21 +91,9 @@ public final class TokenRotation: RotationSteps {
         // 1. Read every host and plan with the new value (a stand-in before it exists).
         //    An agent is restarted when its token changes, or when its token file is
         //    already new but its process started before that (a killed earlier run).
-        let preflight = try rotation.runHosts(touched, rotated: plans, dryRun: true,
-                                              restore: false)
-        var refusals: [String] = []
-        var restartUnits: [RestartUnit] = []
-        var restartHosts: [String] = []
         var reasons: [String: String] = [:]
-        var hostnames: [String: String] = [:]
-        for report in preflight {
-            if case .failed(let step, let message) = report.outcome {
-                refusals.append("\(report.host): cannot plan the rotation (at "
-                                + "\(step.rawValue)): \(message)")
-                continue
-            }
-            guard let plan = report.plan else { continue }
-            hostnames[report.host] = report.hostname
+        let (refusals, restartUnits, restartHosts, batches, gap) = try rotation.preflight(
+            touched, rotated: plans, what: "rotation") { report, plan, refusals in
             if plan.needsRebuild {
                 refusals.append("\(report.host) has module changes pending; rotate never "
                                 + "rebuilds. Run 'bkfleet apply' first, then rotate")
@@ -125,16 +113,8 @@ public final class TokenRotation: RotationSteps {
                 agents.insert(unit.agent)
                 reasons["\(report.host)/\(unit.agent)"] = "restart (\(unit.reason))"
             }
-            if !agents.isEmpty { restartHosts.append(report.host) }
-            restartUnits += rotation.restartUnits(host: report.host, agents: agents)
+            return agents
         }
-        if !request.dryRun, let first = refusals.first {
-            throw RotateError(description: first + "; nothing was changed")
-        }
-        let servers = try rotation.queueServers(touched: touched, hostnames: hostnames)
-        // A dry run still shows the whole plan, then says why the real run refuses.
-        let (batches, gap) = try rotation.batches(hosts: restartHosts, units: restartUnits,
-                                                  servers: servers)
 
         if request.dryRun {
             // Who else runs the old token now (same entry or the same value elsewhere).

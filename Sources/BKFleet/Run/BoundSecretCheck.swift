@@ -81,32 +81,32 @@ public enum BoundSecretCheck {
         var problems: [String] = []
         for name in names {
             guard let agent = inventory.agents[name] else { continue }
-            var reported = Set<String>()
-            for (key, value) in boundValues(of: agent) {
-                for secret in known where holds(value, secret.bytes) {
-                    let line = "\(agent.location): agent '\(agent.name)': \(key) holds the "
-                        + "value of \(secret.role) (\(Digest.fingerprint(secret.bytes))); "
-                        + "module values are copied to the world-readable Nix store, so "
-                        + "bkfleet refuses to send it. Remove the secret from \(key); "
-                        + "the agent gets its token and key as files. Nothing was changed."
-                    if reported.insert(line).inserted { problems.append(line) }
-                }
-            }
+            problems += found(in: boundValues(of: agent), known: known,
+                              place: "\(agent.location): agent '\(agent.name)'",
+                              why: "module values are copied to the world-readable Nix store",
+                              advice: "; the agent gets its token and key as files")
         }
-        var reported = Set<String>()
         for host in hosts {
-            for (key, value) in commandLineValues(of: host, inventory: inventory) {
-                for secret in known where holds(value, secret.bytes) {
-                    let line = "\(host.location): host '\(host.name)': \(key) holds the "
-                        + "value of \(secret.role) (\(Digest.fingerprint(secret.bytes))); it "
-                        + "would be on a command line any user of the host can read, so "
-                        + "bkfleet refuses to send it. Remove the secret from \(key). "
-                        + "Nothing was changed."
-                    if reported.insert(line).inserted { problems.append(line) }
-                }
+            problems += found(in: commandLineValues(of: host, inventory: inventory),
+                              known: known, place: "\(host.location): host '\(host.name)'",
+                              why: "it would be on a command line any user of the host can read")
+        }
+        // A key given several times (allowed_uris, runtime_packages) can repeat a line.
+        var reported = Set<String>()
+        return problems.filter { reported.insert($0).inserted }
+    }
+
+    /// One message per (key, secret) where a value holds a known secret: `place` names the
+    /// entry, `why` says who could read the value, `advice` follows the fix.
+    private static func found(in values: [(key: String, value: String)], known: [KnownSecret],
+                              place: String, why: String, advice: String = "") -> [String] {
+        values.flatMap { key, value in
+            known.filter { holds(value, $0.bytes) }.map { secret in
+                "\(place): \(key) holds the value of \(secret.role) "
+                    + "(\(Digest.fingerprint(secret.bytes))); \(why), so bkfleet refuses to "
+                    + "send it. Remove the secret from \(key)\(advice). Nothing was changed."
             }
         }
-        return problems
     }
 
     /// Throws `SetupError.boundSecret` when any selected agent's module would carry a
