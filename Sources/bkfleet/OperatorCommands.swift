@@ -37,16 +37,17 @@ enum StatusCommand {
             atPath: context.runDirectory)) ?? []
         if logs.isEmpty { try? FileManager.default.removeItem(atPath: context.runDirectory) }
 
+        // Notes name the inventory as the operator gave it, so they can be pasted.
+        let apply = arguments.positional.first.map { "bkfleet apply \($0)" }
+            ?? "bkfleet apply"
         if arguments.flags.contains("json") {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            let document = StatusDocument(inventory: inventory.path,
-                                          ok: statuses.allSatisfy(\.ok), hosts: statuses)
+            let document = StatusDocument(
+                inventory: inventory.path, ok: statuses.allSatisfy(\.ok),
+                hosts: StatusTable.annotated(statuses, applyCommand: apply))
             print(String(decoding: try encoder.encode(document), as: UTF8.self))
         } else {
-            // Notes name the inventory as the operator gave it, so they can be pasted.
-            let apply = arguments.positional.first.map { "bkfleet apply \($0)" }
-                ?? "bkfleet apply"
             print(StatusTable.render(statuses, color: useColor(arguments),
                                      applyCommand: apply))
             if !logs.isEmpty { print("Logs: \(context.runDirectory)") }

@@ -55,6 +55,20 @@ final class FaultGuardTests: XCTestCase {
                       "\(errors)")
     }
 
+    func test_a_host_listing_the_reserved_agent_is_told_to_rename_it_not_to_define_it() {
+        let text = minimalInventory
+            .replacingOccurrences(of: "[agents.linux]", with: "[agents.default]")
+            .replacingOccurrences(of: "agents = [\"linux\"]", with: "agents = [\"default\"]")
+        let errors = inventoryErrors(text)
+        XCTAssertEqual(errors.count, 2, "\(errors)")
+        let listing = errors.first { $0.contains("host 'builder-01' lists agent") } ?? ""
+        XCTAssertTrue(listing.contains("it is reserved"), "\(errors)")
+        XCTAssertTrue(listing.contains("rename it here and in its [agents.default] table"),
+                      "\(errors)")
+        XCTAssertFalse(listing.contains("there is no [agents.default]"), "\(errors)")
+        XCTAssertFalse(listing.contains("define it"), "\(errors)")
+    }
+
     // MARK: - Secrets on a remote command line or in the run log
 
     func test_a_token_in_rebuild_command_is_refused_naming_host_and_key_not_value() throws {

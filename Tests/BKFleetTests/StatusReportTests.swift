@@ -1,6 +1,7 @@
 // Unit tests for what `status` shows once the hosts were read: one note per row that is
-// not as wanted, the JSON document's fields (nulls kept, ISO 8601 times), confinement
-// only for running units, restart pending, and retired hosts. No host is contacted.
+// not as wanted (an SSH key too), the JSON document's fields (nulls kept, ISO 8601
+// times, the table's notes), confinement only for running units, restart pending, and
+// retired hosts. No host is contacted.
 import XCTest
 @testable import BKFleet
 
@@ -45,6 +46,58 @@ final class StatusReportTests: XCTestCase {
         XCTAssertTrue(unitNote.contains("unit inactive/dead"), table)
         XCTAssertTrue(unitNote.contains("--on builder-02"), table)
         XCTAssertTrue(table.contains("1 host(s), 0 as the inventory wants, 1 not"), table)
+    }
+
+    func testADifferingOrMissingSSHKeyIsNotOkAndItsNoteSaysToApply() {
+        var differs = converged("builder")
+        differs.sshKeyWanted = "sha256:7e21c09f4b3a"
+        differs.sshKeyOnHost = "sha256:0b9d2e71c4aa"
+        differs.restartPending = true
+        var missing = converged("deploy")
+        missing.sshKeyWanted = "sha256:7e21c09f4b3a"
+        var same = converged("spare")
+        same.sshKeyWanted = "sha256:7e21c09f4b3a"
+        same.sshKeyOnHost = "sha256:7e21c09f4b3a"
+        let status = host([differs, missing, same])
+        XCTAssertFalse(status.ok)
+        let table = StatusTable.render([status], color: false,
+                                       applyCommand: "bkfleet apply fleet.toml")
+        XCTAssertTrue(table.contains("1 host(s), 0 as the inventory wants, 1 not"), table)
+        let notes = StatusTable.notes(status, applyCommand: "bkfleet apply fleet.toml")
+        XCTAssertEqual(notes.count, 2, "\(notes)")
+        let keyNote = notes.first { $0.contains("agent builder:") } ?? ""
+        XCTAssertTrue(keyNote.contains("its SSH key on the host (sha256:0b9d2e71c4aa) differs "
+                                       + "from the inventory's (sha256:7e21c09f4b3a)"), keyNote)
+        // Restarting would only reload the wrong key: the advice is apply, not restart.
+        XCTAssertTrue(keyNote.hasSuffix("run `bkfleet apply fleet.toml --on builder-02`"),
+                      keyNote)
+        XCTAssertFalse(keyNote.contains("systemctl restart"), keyNote)
+        let missingNote = notes.first { $0.contains("agent deploy:") } ?? ""
+        XCTAssertTrue(missingNote.contains("no SSH key file on the host"), missingNote)
+        XCTAssertTrue(host([same]).ok)
+    }
+
+    func testJSONNotesAreTheNotesTheTablePrintsForThatHost() throws {
+        var token = converged("builder")
+        token.tokenOnHost = "sha256:91aa03c5e610"
+        var drifted = host([token, converged("spare")])
+        drifted.tempFiles = ["/etc/nixos/bkfleet/.builder.nix.bkfleet-tmp.1"]
+        var other = host([converged()])
+        other.host = "builder-03"
+        let apply = "bkfleet apply fleet.toml"
+        let table = StatusTable.render([drifted, other], color: false, applyCommand: apply)
+        let shown = StatusTable.annotated([drifted, other], applyCommand: apply)
+        let data = try JSONEncoder().encode(shown)
+        let hosts = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [[String: Any]])
+        let notes = try XCTUnwrap(hosts.first?["notes"] as? [String])
+        XCTAssertEqual(notes.count, 2, "\(notes)")
+        XCTAssertTrue(notes.contains { $0.contains("agent builder:")
+            && $0.contains("sha256:91aa03c5e610 on the host") }, "\(notes)")
+        XCTAssertTrue(notes.contains { $0.contains("temporary file(s)") }, "\(notes)")
+        for note in notes {
+            XCTAssertTrue(table.contains("  " + note), "the table prints \(note)")
+        }
+        XCTAssertEqual((hosts.last?["notes"] as? [String])?.count, 0, "\(hosts)")
     }
 
     func testConvergedRowFitsIn120ColumnsAndWrongOwnerIsSpelledOut() throws {

@@ -22,6 +22,9 @@ struct InventoryReader {
     private(set) var diagnostics: [InventoryDiagnostic] = []
     /// `jump` in [defaults], applied to every host that names none.
     private var defaultJump: JumpSpec?
+    /// [agents.*] tables refused for their name, so a host listing one is told to rename
+    /// it in both places rather than to define a table that is already there.
+    private var refusedAgentNames: Set<String> = []
 
     init(file: String, folder: String, environment: [String: String]) {
         self.file = file
@@ -474,6 +477,7 @@ struct InventoryReader {
             if let problem = Names.agentNameProblem(item.key) {
                 report(item.keyPosition, "invalid agent name \(quoted(item.key)): \(problem); "
                     + "use e.g. [agents.linux-x86]")
+                refusedAgentNames.insert(item.key)
                 continue
             }
             let title = "[agents.\(item.key)]"
@@ -698,10 +702,16 @@ struct InventoryReader {
             var agentNames: [String] = []
             if let listed = stringArray(host, "agents", example: "agents = [\"linux\"]") {
                 for (agent, at) in listed {
-                    if agents[agent] == nil {
+                    if agents[agent] == nil, let problem = Names.agentNameProblem(agent) {
                         ok = false
-                        let why = Names.agentNameProblem(agent).map { " (\($0))" } ?? ""
-                        report(at, "\(label) lists agent \(quoted(agent))\(why), but there is "
+                        let table = refusedAgentNames.contains(agent)
+                            ? " and in its [agents.\(agent)] table" : ""
+                        report(at, "\(label) lists agent \(quoted(agent)), a name an agent "
+                            + "cannot have (\(problem)); rename it here\(table), e.g. to "
+                            + "'linux-x86'")
+                    } else if agents[agent] == nil {
+                        ok = false
+                        report(at, "\(label) lists agent \(quoted(agent)), but there is "
                             + "no [agents.\(agent)]"
                             + DidYouMean.hint(for: agent, among: Array(agents.keys))
                             + "; define it or fix the name")

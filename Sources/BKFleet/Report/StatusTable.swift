@@ -95,6 +95,17 @@ public enum StatusTable {
         value.map { $0 ? "yes" : "no" } ?? "-"
     }
 
+    /// The statuses with each host's `notes` set to the lines the table prints for it, so
+    /// `status --json` says what the table says.
+    public static func annotated(_ statuses: [HostStatus],
+                                 applyCommand: String = "bkfleet apply") -> [HostStatus] {
+        statuses.map { status in
+            var annotated = status
+            annotated.notes = notes(status, applyCommand: applyCommand)
+            return annotated
+        }
+    }
+
     /// The notes for one host: why it could not be read, a stale module index, a retired
     /// host the inventory still gives agents, and one line per agent not as wanted.
     public static func notes(_ status: HostStatus, applyCommand: String = "bkfleet apply")
@@ -164,6 +175,12 @@ public enum StatusTable {
                 }
             } else {
                 what.append("no token file")
+                byApply = true
+            }
+            if !agent.sshKeyOK, let wanted = agent.sshKeyWanted {
+                what.append(agent.sshKeyOnHost.map {
+                    "its SSH key on the host (\($0)) differs from the inventory's (\(wanted))"
+                } ?? "no SSH key file on the host, the inventory's is \(wanted)")
                 byApply = true
             }
             if !agent.running {
