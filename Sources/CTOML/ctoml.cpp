@@ -256,35 +256,31 @@ extern "C" const char *ctoml_string(const ctoml_node *handle, size_t *length) {
     return value->get().data();
 }
 
-extern "C" int ctoml_integer(const ctoml_node *handle, int64_t *out) {
+namespace {
+
+// The scalar getters below: 1 and the value in `out` when the node holds a T, else 0.
+template <typename T, typename Out> int scalar(const ctoml_node *handle, Out *out) {
     const toml::node *node = as_node(handle);
-    const toml::value<int64_t> *value = node == nullptr ? nullptr : node->as_integer();
+    const toml::value<T> *value = node == nullptr ? nullptr : node->as<T>();
     if (value == nullptr || out == nullptr) {
         return 0;
     }
-    *out = value->get();
+    *out = static_cast<Out>(value->get());
     return 1;
+}
+
+}  // namespace
+
+extern "C" int ctoml_integer(const ctoml_node *handle, int64_t *out) {
+    return scalar<int64_t>(handle, out);
 }
 
 extern "C" int ctoml_float(const ctoml_node *handle, double *out) {
-    const toml::node *node = as_node(handle);
-    const toml::value<double> *value =
-        node == nullptr ? nullptr : node->as_floating_point();
-    if (value == nullptr || out == nullptr) {
-        return 0;
-    }
-    *out = value->get();
-    return 1;
+    return scalar<double>(handle, out);
 }
 
 extern "C" int ctoml_bool(const ctoml_node *handle, int *out) {
-    const toml::node *node = as_node(handle);
-    const toml::value<bool> *value = node == nullptr ? nullptr : node->as_boolean();
-    if (value == nullptr || out == nullptr) {
-        return 0;
-    }
-    *out = value->get() ? 1 : 0;
-    return 1;
+    return scalar<bool>(handle, out);
 }
 
 extern "C" char *ctoml_date_time_text(const ctoml_node *handle) {

@@ -27,22 +27,9 @@ extension SSHSession {
         let timedOut = SSHError.commandTimedOut(host: endpoint.label, command: name,
                                                 seconds: timeout)
 
-        let opened = try channelOpenLock.withLock {
-            try attemptPointer(deadline, timeout: timedOut) { raw in
-                libssh2_channel_open_ex(raw, "session", 7, CLIBSSH2_CHANNEL_WINDOW_DEFAULT,
-                                        CLIBSSH2_CHANNEL_PACKET_DEFAULT, nil, 0)
-            }
-        }
-        guard let channel = opened else {
-            throw failure(step: "opening a channel for '\(name)'")
-        }
+        let channel = try openChannel(for: name, deadline: deadline, timedOut: timedOut)
         defer { free(channel) }
-
-        let started = try attempt(deadline, timeout: timedOut) { _ in
-            libssh2_channel_process_startup(channel, "exec", 4, command,
-                                            UInt32(command.utf8.count))
-        }
-        if started != 0 { throw failure(step: "starting '\(name)'") }
+        try startExec(command, on: channel, name: name, deadline: deadline, timedOut: timedOut)
 
         var output = try exchange(channel, stdin: stdin, deadline: deadline, timedOut: timedOut,
                                   name: name)
@@ -135,8 +122,33 @@ extension SSHSession {
         }
     }
 
+    /// Opens a session channel for the command called `name` (shared with `startHeld`).
+    func openChannel(for name: String, deadline: Deadline,
+                     timedOut: SSHError) throws -> OpaquePointer {
+        let opened = try channelOpenLock.withLock {
+            try attemptPointer(deadline, timeout: timedOut) { raw in
+                libssh2_channel_open_ex(raw, "session", 7, CLIBSSH2_CHANNEL_WINDOW_DEFAULT,
+                                        CLIBSSH2_CHANNEL_PACKET_DEFAULT, nil, 0)
+            }
+        }
+        guard let channel = opened else {
+            throw failure(step: "opening a channel for '\(name)'")
+        }
+        return channel
+    }
+
+    /// Starts `command` on `channel` (shared with `startHeld`).
+    func startExec(_ command: String, on channel: OpaquePointer, name: String,
+                   deadline: Deadline, timedOut: SSHError) throws {
+        let started = try attempt(deadline, timeout: timedOut) { _ in
+            libssh2_channel_process_startup(channel, "exec", 4, command,
+                                            UInt32(command.utf8.count))
+        }
+        if started != 0 { throw failure(step: "starting '\(name)'") }
+    }
+
     /// The error for a failed channel step: a lost connection or a channel failure.
-    private func failure(step: String) -> SSHError {
+    func failure(step: String) -> SSHError {
         let (code, message) = lastError()
         if Self.isTransportLoss(code) {
             return .connectionLost(host: endpoint.label, step: step, message: message)

@@ -45,36 +45,23 @@ extension SSHSession {
         let deadline = Deadline(seconds: timeout)
         let timedOut = SSHError.commandTimedOut(host: endpoint.label, command: label,
                                                 seconds: timeout)
-        let opened = try channelOpenLock.withLock {
-            try attemptPointer(deadline, timeout: timedOut) { raw in
-                libssh2_channel_open_ex(raw, "session", 7, CLIBSSH2_CHANNEL_WINDOW_DEFAULT,
-                                        CLIBSSH2_CHANNEL_PACKET_DEFAULT, nil, 0)
-            }
-        }
-        guard let channel = opened else { throw heldFailure("opening a channel for '\(label)'") }
+        let channel = try openChannel(for: label, deadline: deadline, timedOut: timedOut)
         let held = SSHHeldCommand(session: self, channel: channel)
         var keep = false
         defer { if !keep { held.release() } }
-
-        let started = try attempt(deadline, timeout: timedOut) { _ in
-            libssh2_channel_process_startup(channel, "exec", 4, command,
-                                            UInt32(command.utf8.count))
-        }
-        if started != 0 { throw heldFailure("starting '\(label)'") }
+        try startExec(command, on: channel, name: label, deadline: deadline, timedOut: timedOut)
 
         var result = RemoteResult(exitStatus: -1, exitSignal: nil, stdout: [], stderr: [])
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: SSHSession.readChunkSize)
         while true {
             guard let (progressed, eof, error) = locked({ _ -> (Bool, Bool, Int) in
-                var progressed = false
                 let drained = Self.drainReady(channel, chunk: &chunk,
                                               stdout: &pending, stderr: &result.stderr)
-                progressed = drained.progressed
-                if drained.error != 0 { return (progressed, false, drained.error) }
-                return (progressed, libssh2_channel_eof(channel) == 1, 0)
+                if drained.error != 0 { return (drained.progressed, false, drained.error) }
+                return (drained.progressed, libssh2_channel_eof(channel) == 1, 0)
             }) else { throw SSHError.notConnected(host: endpoint.label) }
-            if error != 0 { throw heldFailure("running '\(label)'") }
+            if error != 0 { throw failure(step: "running '\(label)'") }
 
             // Hand over complete lines; stop at the marker.
             while let newline = pending.firstIndex(of: 10) {
@@ -101,13 +88,5 @@ extension SSHSession {
             keepaliveIfDue()
             waitForSocket(deadline)
         }
-    }
-
-    private func heldFailure(_ step: String) -> SSHError {
-        let (code, message) = lastError()
-        if Self.isTransportLoss(code) {
-            return .connectionLost(host: endpoint.label, step: step, message: message)
-        }
-        return .channelFailed(host: endpoint.label, step: step, code: code, message: message)
     }
 }

@@ -42,8 +42,6 @@ public final class SSHSession {
     private var socket: Int32
     /// The jump session this one tunnels through, kept alive as long as this one.
     private let jump: SSHSession?
-    /// Whether closing this session also closes `jump` (a jump used by this host alone).
-    private let ownsJump: Bool
     /// The pump of this session's tunnel through `jump`.
     private var tunnel: TunnelEnd?
     /// Tunnels of other sessions currently riding on this one (guarded by `lock`).
@@ -52,12 +50,11 @@ public final class SSHSession {
     private var whenClosed: (() -> Void)?
 
     private init(endpoint: SSHEndpoint, raw: OpaquePointer, socket: Int32,
-                 jump: SSHSession?, ownsJump: Bool, stepTimeout: Double) {
+                 jump: SSHSession?, stepTimeout: Double) {
         self.endpoint = endpoint
         self.raw = raw
         self.socket = socket
         self.jump = jump
-        self.ownsJump = ownsJump
         self.stepTimeout = stepTimeout
     }
 
@@ -72,12 +69,10 @@ public final class SSHSession {
     /// to `endpoint.address:port`; libssh2 needs a socket for the inner session, so a
     /// socketpair bridges the two and a small thread pumps bytes between the pair and the
     /// channel until either side closes. The inner session does its own handshake and
-    /// host-key check end to end; the jump host sees only encrypted bytes. With
-    /// `ownsJump`, closing this session closes the jump session too.
+    /// host-key check end to end; the jump host sees only encrypted bytes.
     public static func connect(to endpoint: SSHEndpoint, timeout: Double,
                                keepaliveSeconds: Int = 0,
-                               via jump: SSHSession? = nil,
-                               ownsJump: Bool = false) throws -> SSHSession {
+                               via jump: SSHSession? = nil) throws -> SSHSession {
         LibSSH2Runtime.ensure()
         let deadline = Deadline(seconds: timeout)
 
@@ -101,7 +96,7 @@ public final class SSHSession {
             raw, LIBSSH2_METHOD_HOSTKEY,
             "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,ssh-rsa")
         let session = SSHSession(endpoint: endpoint, raw: raw, socket: fd, jump: jump,
-                                 ownsJump: ownsJump, stepTimeout: timeout)
+                                 stepTimeout: timeout)
         session.tunnel = tunnel
 
         do {
@@ -133,7 +128,6 @@ public final class SSHSession {
         // channel; waiting for that (bounded) leaves no thread inside libssh2, or the
         // crypto library beneath it, when the process exits after closing.
         tunnel?.waitUntilEnded(seconds: 2)
-        if ownsJump { jump?.close() }
         let hook = lock.withLock { () -> (() -> Void)? in
             defer { whenClosed = nil }
             return whenClosed
@@ -286,7 +280,6 @@ public final class SSHSession {
     func tunnelStarted() { lock.withLock { tunnels += 1 } }
 
     func tunnelEnded() { lock.withLock { tunnels -= 1 } }
-
 
     /// The socket libssh2 talks on, for tunnels polling this session.
     var socketDescriptor: Int32 { lock.withLock { socket } }
