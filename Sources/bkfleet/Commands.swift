@@ -48,6 +48,14 @@ func selectHosts(_ inventory: Inventory, _ arguments: Arguments,
     }
 }
 
+/// A read-only run (plan, status) logs only what went wrong: its folder is removed when
+/// it stayed empty. Returns whether it was kept.
+func keepRunFolderIfLogged(_ runDirectory: String) -> Bool {
+    let logs = (try? FileManager.default.contentsOfDirectory(atPath: runDirectory)) ?? []
+    if logs.isEmpty { try? FileManager.default.removeItem(atPath: runDirectory) }
+    return !logs.isEmpty
+}
+
 /// `--batch` and `--max-fail`, which only a real apply takes.
 func rollout(_ arguments: Arguments) throws -> Rollout {
     do {
@@ -164,12 +172,7 @@ enum ApplyCommand {
             let code = printPlan(reports, hosts: hosts, inventory: inventory, color: color,
                                  detailed: arguments.flags.contains("detailed-exitcode"),
                                  scrub: context.scrub)
-            // A plan logs only what went wrong; keep the run's folder only then.
-            let logs = (try? FileManager.default.contentsOfDirectory(
-                atPath: context.runDirectory)) ?? []
-            if logs.isEmpty {
-                try? FileManager.default.removeItem(atPath: context.runDirectory)
-            } else {
+            if keepRunFolderIfLogged(context.runDirectory) {
                 print("Logs: \(context.runDirectory)")
             }
             if let out = arguments.options["out"] {

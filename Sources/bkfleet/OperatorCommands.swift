@@ -32,10 +32,7 @@ enum StatusCommand {
             },
             runDirectory: try RunSetup.runDirectory(for: inventory))
         let statuses = FleetStatus.read(hosts: hosts, context: context)
-        // Status logs only what went wrong; keep the run's folder only then.
-        let logs = (try? FileManager.default.contentsOfDirectory(
-            atPath: context.runDirectory)) ?? []
-        if logs.isEmpty { try? FileManager.default.removeItem(atPath: context.runDirectory) }
+        let logged = keepRunFolderIfLogged(context.runDirectory)
 
         // Notes name the inventory as the operator gave it, so they can be pasted.
         let apply = arguments.positional.first.map { "bkfleet apply \($0)" }
@@ -50,7 +47,7 @@ enum StatusCommand {
         } else {
             print(StatusTable.render(statuses, color: useColor(arguments),
                                      applyCommand: apply))
-            if !logs.isEmpty { print("Logs: \(context.runDirectory)") }
+            if logged { print("Logs: \(context.runDirectory)") }
         }
         return statuses.allSatisfy(\.ok) ? .success : .hostsFailed
     }

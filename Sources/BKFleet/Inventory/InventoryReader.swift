@@ -152,16 +152,13 @@ struct InventoryReader {
             if let found = section["jump"] {
                 defaultJump = jumpSpec(found, in: section, user: defaults.user)
             }
-            for key in ["connect_timeout", "command_timeout", "rebuild_timeout",
-                        "verify_timeout", "lock_timeout"] {
-                guard let seconds = seconds(section, key) else { continue }
-                switch key {
-                case "connect_timeout": defaults.connectTimeout = seconds
-                case "command_timeout": defaults.commandTimeout = seconds
-                case "rebuild_timeout": defaults.rebuildTimeout = seconds
-                case "lock_timeout": defaults.lockTimeout = seconds
-                default: defaults.verifyTimeout = seconds
-                }
+            let timeouts: [(String, WritableKeyPath<FleetDefaults, Double>)] = [
+                ("connect_timeout", \.connectTimeout), ("command_timeout", \.commandTimeout),
+                ("rebuild_timeout", \.rebuildTimeout), ("verify_timeout", \.verifyTimeout),
+                ("lock_timeout", \.lockTimeout),
+            ]
+            for (key, field) in timeouts {
+                if let seconds = seconds(section, key) { defaults[keyPath: field] = seconds }
             }
             if defaults.secretDir.hasPrefix(defaults.moduleDir + "/")
                 || defaults.secretDir == defaults.moduleDir,
@@ -555,9 +552,6 @@ struct InventoryReader {
         return result
     }
 
-    /// buildkite-agent settings that `public = true` writes into the agent's config.
-    static let publicAgentSettings = ["no-local-hooks", "no-plugins", "no-command-eval"]
-
     /// `public = true` and `allowed_uris`: the hardening for builders of public
     /// repositories. A public agent must be confined, and its extra_config must not
     /// set the switches this setting owns.
@@ -592,7 +586,7 @@ struct InventoryReader {
         for line in text.split(separator: "\n") {
             let key = line.split(separator: "=", maxSplits: 1).first
                 .map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-            if Self.publicAgentSettings.contains(key) {
+            if ModuleRenderer.publicAgentSettings.contains(key) {
                 report(at, "extra_config in \(agent.title) sets \(key), which public = true "
                     + "sets to true; remove that line")
             }

@@ -25,6 +25,11 @@ enum Names {
         isLowerOrDigit(s) || ("A"..."Z").contains(s)
     }
 
+    /// Letters, digits, '-', '.' and '_': host names, labels and tag keys.
+    private static func isLabelCharacter(_ s: Unicode.Scalar) -> Bool {
+        isAlnum(s) || s == "-" || s == "." || s == "_"
+    }
+
     /// Describes the first control character, e.g. `a control character (U+000A)`.
     static func controlCharacter(in text: String) -> String? {
         guard let bad = text.unicodeScalars.first(where: isControl) else { return nil }
@@ -67,7 +72,7 @@ enum Names {
         if name.contains("/") { return "it contains '/'" }
         if name.contains("..") { return "it contains '..'" }
         let scalars = Array(name.unicodeScalars)
-        if !scalars.allSatisfy({ isAlnum($0) || $0 == "-" || $0 == "." || $0 == "_" }) {
+        if !scalars.allSatisfy(isLabelCharacter) {
             return "only letters, digits, '-', '.' and '_' are allowed"
         }
         if !isAlnum(scalars[0]) { return "it must start with a letter or digit" }
@@ -80,7 +85,7 @@ enum Names {
         if name.isEmpty { return "it is empty" }
         if name.count > 64 { return "it has \(name.count) characters; at most 64 are allowed" }
         let scalars = Array(name.unicodeScalars)
-        if !scalars.allSatisfy({ isAlnum($0) || $0 == "-" || $0 == "." || $0 == "_" }) {
+        if !scalars.allSatisfy(isLabelCharacter) {
             return "only letters, digits, '-', '.' and '_' are allowed"
         }
         if !isAlnum(scalars[0]) { return "it must start with a letter or digit" }
@@ -92,7 +97,7 @@ enum Names {
         if let bad = controlCharacter(in: key) { return "it contains \(bad)" }
         if key.isEmpty { return "it is empty" }
         let scalars = Array(key.unicodeScalars)
-        if !scalars.allSatisfy({ isAlnum($0) || $0 == "-" || $0 == "." || $0 == "_" }) {
+        if !scalars.allSatisfy(isLabelCharacter) {
             return "only letters, digits, '-', '.' and '_' are allowed"
         }
         return nil

@@ -149,8 +149,8 @@ public struct SecretReader: Sendable {
         try run(command, role: role, input: input)
     }
 
-    /// Runs `/bin/sh -c command` with stdin from /dev/null and captures stdout. The
-    /// command's stderr is shown (last line) only when it fails, never its stdout.
+    /// Runs `/bin/sh -c command` with stdin from /dev/null and captures stdout. Its
+    /// stderr goes to /dev/null: a failing secret command may print the secret there.
     private func run(_ command: String, role: SecretRole,
                      input: [UInt8]? = nil) throws -> [UInt8] {
         let process = Process()
@@ -158,11 +158,10 @@ public struct SecretReader: Sendable {
         process.arguments = ["-c", command]
         process.environment = environment
         let output = Pipe()
-        let errors = Pipe()
         let inputPipe = input.map { _ in Pipe() }
         process.standardInput = inputPipe ?? FileHandle.nullDevice
         process.standardOutput = output
-        process.standardError = errors
+        process.standardError = FileHandle.nullDevice
         do {
             try process.run()
         } catch {
@@ -182,13 +181,6 @@ public struct SecretReader: Sendable {
                 try? writer.write(contentsOf: Data(input))
                 try? writer.close()
             }
-        }
-        // Read stderr on another thread so a chatty command cannot block on a full pipe.
-        let stderrBox = ByteBox()
-        let stderrDone = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            stderrBox.bytes = errors.fileHandleForReading.readDataToEndOfFile()
-            stderrDone.signal()
         }
         // Read until the command closes its output or the time is up. At the deadline the
         // shell's whole process group (Foundation starts it as a group of its own, so its
@@ -227,7 +219,6 @@ public struct SecretReader: Sendable {
                 + "without waiting for input")
         }
         process.waitUntilExit()
-        _ = stderrDone.wait(timeout: .now() + 2)
 
         if process.terminationReason == .uncaughtSignal {
             throw SecretError(role: role, message: "\(role): command `\(command)` was stopped "
@@ -235,8 +226,6 @@ public struct SecretReader: Sendable {
                 + "\(Int(commandTimeout)) s); make it finish without waiting for input")
         }
         if process.terminationStatus != 0 {
-            // Its error output is not shown: a failing secret command may print the
-            // secret (or part of one) on stderr.
             throw SecretError(role: role, message: "\(role): command `\(command)` exited with "
                 + "status \(process.terminationStatus); run it by hand to see why, or "
                 + "change \(role.section)")
@@ -247,19 +236,4 @@ public struct SecretReader: Sendable {
         }
         return bytes
     }
-
-    private static func lastLine(_ data: Data) -> String? {
-        let text = String(decoding: data, as: UTF8.self)
-        let line = text.split(whereSeparator: \.isNewline).last.map(String.init)
-        guard let line = line?.trimmingCharacters(in: .whitespaces), !line.isEmpty else {
-            return nil
-        }
-        return String(line.unicodeScalars.filter { !Names.isControl($0) }.prefix(200)
-            .map(Character.init))
-    }
-}
-
-/// Holds what the stderr thread read; the semaphore orders the write before the read.
-private final class ByteBox: @unchecked Sendable {
-    var bytes = Data()
 }

@@ -40,8 +40,8 @@ public struct HostSnapshot: Codable, Equatable, Sendable {
 
     /// Human-readable differences from `other` (the snapshot saved in a plan).
     public func drift(since other: HostSnapshot) -> [String] {
-        func compare(_ what: String, _ now: [String: String], _ then: [String: String],
-                     short: (String) -> String = { $0 }) -> [String] {
+        func compare(_ what: String, _ now: [String: String], _ then: [String: String])
+            -> [String] {
             Set(now.keys).union(then.keys).sorted().compactMap { key in
                 switch (then[key], now[key]) {
                 case let (a?, b?) where a != b: return "\(what) \(key) changed on the host"
@@ -221,5 +221,7 @@ public struct SavedPlan: Codable, Sendable {
 }
 
 extension UInt8 {
-    fileprivate var isWhitespace: Bool { self == 0x20 || self == 0x0A || self == 0x0D || self == 0x09 }
+    fileprivate var isWhitespace: Bool {
+        self == 0x20 || self == 0x0A || self == 0x0D || self == 0x09
+    }
 }

@@ -49,8 +49,7 @@ extension HostRun {
         for change in plan.modules {
             let path = "\(dirs.moduleDir)/\(change.file)"
             if let text = change.new {
-                ops.write(path, FileOwnership(owner: "root", group: "root", mode: "644"),
-                          Array(text.utf8))
+                ops.write(path, rootOnly, Array(text.utf8))
             } else {
                 ops.remove(path)
             }
@@ -83,27 +82,25 @@ extension HostRun {
                 }
             }
         }
-        if !plan.handover.isEmpty {
-            for name in plan.handover {
-                guard let agent = desired.agents[name], fresh.agents[name]?.uid != nil
-                        || fresh.agents[name]?.unit.loaded == true else { continue }
-                let owner = FileOwnership(owner: agent.profile.userName,
-                                          group: agent.profile.userName, mode: "400")
-                ops.dir("\(secretDir)/\(name)",
-                        FileOwnership(owner: owner.owner, group: owner.group, mode: "700"))
-                for kind in agent.secrets.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-                    ops.own(ModuleRenderer.secretPath(inventory, agent: name, kind: kind), owner)
-                }
-                if fresh.agents[name]?.unit.isRunning != true { restart.insert(name) }
+        for name in plan.handover {
+            guard let agent = desired.agents[name], fresh.agents[name]?.uid != nil
+                    || fresh.agents[name]?.unit.loaded == true else { continue }
+            let owner = FileOwnership(owner: agent.profile.userName,
+                                      group: agent.profile.userName, mode: "400")
+            ops.dir("\(secretDir)/\(name)",
+                    FileOwnership(owner: owner.owner, group: owner.group, mode: "700"))
+            for kind in agent.secrets.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+                ops.own(ModuleRenderer.secretPath(inventory, agent: name, kind: kind), owner)
             }
+            if fresh.agents[name]?.unit.isRunning != true { restart.insert(name) }
         }
         for name in plan.removedAgents {
             ops.removeDirectory("\(secretDir)/\(name)")
             ops.removeAgentData(name)
         }
         if !ops.isEmpty {
-            context.events.event(host: host.name, step: .handover,
-                                 message: "secrets to agent users: \(plan.handover.joined(separator: ", "))")
+            context.events.event(host: host.name, step: .handover, message:
+                "secrets to agent users: \(plan.handover.joined(separator: ", "))")
             _ = try remote(session, .handover, script: RemoteScripts.push, name: "bkfleet-push",
                            arguments: [inventory.defaults.moduleDir, secretDir, backupDir],
                            stdin: ops.payload())

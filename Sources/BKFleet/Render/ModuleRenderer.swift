@@ -68,10 +68,10 @@ public struct ModuleRenderer: Sendable {
 
 extension ModuleRenderer {
     /// buildkite-agent settings a public agent gets: no hooks from the checked-out
-    /// repository, no plugins, no commands other than scripts (docs/security.md).
-    public static let publicAgentConfig = [
-        "no-local-hooks=true", "no-plugins=true", "no-command-eval=true",
-    ]
+    /// repository, no plugins, no commands other than scripts (docs/security.md). The
+    /// loader refuses an extra_config line that sets one of them itself.
+    static let publicAgentSettings = ["no-local-hooks", "no-plugins", "no-command-eval"]
+    public static let publicAgentConfig = publicAgentSettings.map { "\($0)=true" }
 
     /// The agent's `extraConfig`: the inventory's text, then the public switches.
     static func extraConfig(_ agent: AgentProfile) -> String {

@@ -47,31 +47,30 @@ public enum NixParseCheck {
     public static func check(modules: [String: [String: String]], moduleDir: String,
                              tool: String) throws -> ParseCheckResult {
         // One parse per distinct text: a profile shared by a hundred hosts is parsed once.
-        var owners: [String: (file: String, hosts: [String])] = [:]
-        var textsInOrder: [String] = []
+        struct Module: Hashable {
+            var file: String
+            var text: String
+        }
+        var hostsOf: [Module: [String]] = [:]
+        var inOrder: [Module] = []
         for host in modules.keys.sorted() {
             for (file, text) in modules[host]!.sorted(by: { $0.key < $1.key }) {
-                let key = file + "\u{0}" + text
-                if owners[key] == nil {
-                    owners[key] = (file, [])
-                    textsInOrder.append(key)
-                }
-                owners[key]!.hosts.append(host)
+                let module = Module(file: file, text: text)
+                if hostsOf[module] == nil { inOrder.append(module) }
+                hostsOf[module, default: []].append(host)
             }
         }
         let folder = try privateFolder()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         var problems: [ParseProblem] = []
-        for (index, key) in textsInOrder.enumerated() {
-            let owner = owners[key]!
-            let text = String(key[key.index(after: key.firstIndex(of: "\u{0}")!)...])
+        for (index, owner) in inOrder.enumerated() {
             // Same file name as on the host so the tool's messages read naturally.
             let dir = "\(folder)/\(index)"
             try FileManager.default.createDirectory(atPath: dir,
                                                     withIntermediateDirectories: false,
                                                     attributes: [.posixPermissions: 0o700])
             let file = "\(dir)/\(owner.file)"
-            guard FileManager.default.createFile(atPath: file, contents: Data(text.utf8),
+            guard FileManager.default.createFile(atPath: file, contents: Data(owner.text.utf8),
                                                  attributes: [.posixPermissions: 0o600]) else {
                 throw ParseCheckError("cannot write \(file)")
             }
@@ -81,11 +80,11 @@ public enum NixParseCheck {
                 : String(owner.file.dropLast(".nix".count))
             problems += parseErrors(output, tempFile: file,
                                     path: "\(moduleDir)/\(owner.file)").map {
-                ParseProblem(hosts: owner.hosts, agent: agent, path: $0.path,
+                ParseProblem(hosts: hostsOf[owner]!, agent: agent, path: $0.path,
                              line: $0.line, column: $0.column, message: $0.message)
             }
         }
-        return ParseCheckResult(distinctModules: textsInOrder.count, problems: problems)
+        return ParseCheckResult(distinctModules: inOrder.count, problems: problems)
     }
 
     /// Reads `nix-instantiate` error output: Nix 2.4 and later print
