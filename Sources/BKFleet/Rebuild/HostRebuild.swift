@@ -12,7 +12,6 @@ extension HostRun {
     /// it in short waits. A dropped connection does not stop the switch: bkfleet
     /// reconnects (bounded attempts), takes its lock back and picks up the result.
     /// Returns the session in use at the end, which may be a new one.
-    @discardableResult
     /// `handover` names agents whose user this switch creates: their units cannot read
     /// their token until bkfleet hands it over after the switch, so a switch that reports
     /// only those units as failed has done its work.
@@ -123,12 +122,6 @@ extension HostRun {
         max(1, min(slice, Int(left.rounded(.up))))
     }
 
-    private func shellCommand(_ script: String, _ name: String, _ arguments: [String])
-        -> String {
-        Shell.command(script: script, name: name, arguments: arguments,
-                      sudo: host.user != "root")
-    }
-
     /// A finished helper command's stdout, or a failure of the rebuild step.
     private func checked(_ result: RemoteResult, _ name: String) throws -> String {
         if result.exitStatus != 0 {
@@ -159,9 +152,8 @@ extension HostRun {
         input += Array("end\n".utf8)
         context.events.event(host: host.name, step: .plan,
                              message: "nixos-rebuild dry-activate on staged modules")
-        let command = Shell.command(script: RemoteScripts.deepDryRun, name: "bkfleet-deep",
-                                    arguments: [String(moduleDir.dropFirst("/etc/nixos/".count))],
-                                    sudo: host.user != "root")
+        let command = shellCommand(RemoteScripts.deepDryRun, "bkfleet-deep",
+                                   [String(moduleDir.dropFirst("/etc/nixos/".count))])
         let result = try step(.plan) {
             try session.run(command, stdin: input, timeout: inventory.defaults.rebuildTimeout)
         }

@@ -29,7 +29,8 @@ extension HostRun {
         }
         context.events.event(host: host.name, step: failure.step,
                              message: "failed; rolling back to the previous configuration")
-        log.write("rolling back after: \(context.scrub(failure.message))")
+        // The log scrubs every line it writes.
+        log.write("rolling back after: \(failure.message)")
         do {
             if session.isClosed || hostLock == nil {
                 session = try reconnect(session, step: failure.step, attempts: 3)
@@ -174,8 +175,7 @@ extension HostRun {
                                  before: AgentOnHost, hostname: String)
         -> Result<String, HostFailure> {
         let unit = found.unit
-        guard unit.isRunning, let last, last.isRunning, last.restarts == unit.restarts,
-              last.startedAt == unit.startedAt else {
+        guard Self.steady(unit, since: last) else {
             return .failure(HostFailure(.verify, "\(name) did not come back to a steady "
                                         + "running state (unit is \(unit.summary))"))
         }
@@ -224,8 +224,7 @@ extension HostRun {
         let name = String(rest[..<close])
         var tags: [String] = []
         if let open = rest.range(of: " with tags [") {
-            tags = rest[open.upperBound...].dropLast().split(separator: ",")
-                .map { $0.trimmingCharacters(in: .whitespaces) }
+            tags = tagList(rest[open.upperBound...])
         }
         return (name, tags)
     }

@@ -149,16 +149,17 @@ public final class LiveEventSink: EventSink, @unchecked Sendable {
         if failed > 0 { notes.append(paint("\(failed) failed", "31")) }
         let plainNotes = [changed > 0 ? "\(changed) changed" : nil,
                           failed > 0 ? "\(failed) failed" : nil].compactMap { $0 }
-        let tail = "  \(counts)" + (plainNotes.isEmpty ? "" : " (" + plainNotes
-            .joined(separator: ", ") + ")") + "  "
-            + LiveEventSink.seconds(time.timeIntervalSince(began))
-        let barWidth = max(10, min(40, width - tail.count - 2))
+        let elapsed = LiveEventSink.seconds(time.timeIntervalSince(began))
+        func tail(_ notes: [String]) -> String {
+            "  \(counts)" + (notes.isEmpty ? "" : " (" + notes.joined(separator: ", ") + ")")
+                + "  " + elapsed
+        }
+        // The bar is sized by the uncoloured text: escape codes take no columns.
+        let barWidth = max(10, min(40, width - tail(plainNotes).count - 2))
         let filled = total > 0 ? min(barWidth, barWidth * done / total) : barWidth
         let bar = "[" + String(repeating: "#", count: filled)
             + String(repeating: "-", count: barWidth - filled) + "]"
-        return bar + "  \(counts)" + (notes.isEmpty ? "" : " (" + notes
-            .joined(separator: ", ") + ")") + "  "
-            + LiveEventSink.seconds(time.timeIntervalSince(began))
+        return bar + tail(notes)
     }
 
     private func redraw(at time: Date, above line: String?, force: Bool) {

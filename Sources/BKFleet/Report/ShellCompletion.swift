@@ -33,6 +33,9 @@ public enum ShellCompletion {
         Option(name: name, help: help, value: value)
     }
 
+    /// Every command takes `--help`.
+    private static let helpOption = option("help", "show the command's help and examples")
+
     private static let selection: [Option] = [
         option("on", "only these hosts (names, globs, @tag=value; comma-separated)", .host),
         option("shard", "only shard K of N of the selected hosts (K/N)", .text),
@@ -43,7 +46,7 @@ public enum ShellCompletion {
         option("parallel", "hosts in flight at once", .text),
         option("verbose", "print each step as it happens"),
         option("no-color", "plain output even on a terminal"),
-        option("help", "show the command's help and examples"),
+        helpOption,
     ]
 
     public static let commands: [Command] = [
@@ -60,11 +63,11 @@ public enum ShellCompletion {
                           option("deep", "ask NixOS about the staged modules")] + shared),
         Command(name: "check", summary: "validate the inventory offline, render every module",
                 options: [option("parse", "also parse each module with nix-instantiate"),
-                          option("help", "show the command's help and examples")]
+                          helpOption]
                     + selection),
         Command(name: "render", summary: "print the module files one host would get",
                 options: [option("host", "the host whose modules to print", .host),
-                          option("help", "show the command's help and examples")]),
+                          helpOption]),
         Command(name: "rotate", summary: "roll agent tokens or SSH keys across the fleet",
                 options: [option("dry-run", "say what would be pushed, restarted, revoked"),
                           option("agent", "only this agent profile's token", .text),
@@ -75,14 +78,14 @@ public enum ShellCompletion {
                           option("accept-new-host-keys",
                                  "record unknown host keys (trust on first use)"),
                           option("verbose", "print each step as it happens"),
-                          option("help", "show the command's help and examples")]
+                          helpOption]
                     + selection),
         Command(name: "status", summary: "report every host and agent, changing nothing",
                 options: [option("json", "print the report as one JSON document"),
                           option("parallel", "hosts read at once", .text),
                           option("verbose", "print each step as it happens"),
                           option("no-color", "plain output even on a terminal"),
-                          option("help", "show the command's help and examples")]
+                          helpOption]
                     + selection),
         // LIMITATION: retire's HOST words are not completed; --inventory and options are.
         Command(name: "retire", summary: "stop and remove a host's agents, modules, secrets",
@@ -95,11 +98,11 @@ public enum ShellCompletion {
                                  "record unknown host keys (trust on first use)"),
                           option("verbose", "print each step as it happens"),
                           option("no-color", "plain output even on a terminal"),
-                          option("help", "show the command's help and examples")]),
+                          helpOption]),
         Command(name: "hosts", summary: "print the inventory's host names",
-                options: [option("help", "show the command's help and examples")]),
+                options: [helpOption]),
         Command(name: "completion", summary: "print a shell completion script",
-                options: [option("help", "show the command's help and examples")],
+                options: [helpOption],
                 words: ["bash", "zsh", "fish"], takesFile: false),
         Command(name: "help", summary: "show help for bkfleet or a command", options: [],
                 takesFile: false),

@@ -115,6 +115,8 @@ public enum StatusTable {
             return ["\(status.host): \(status.error ?? "not read")"]
         }
         var notes: [String] = []
+        let staleIndex = "\(status.host): the module index (default.nix) differs from the "
+            + "inventory; run `\(apply)`"
         if status.retired {
             let wanted = status.agents.filter(\.inInventory).map(\.agent)
             if !wanted.isEmpty {
@@ -123,16 +125,10 @@ public enum StatusTable {
                              + ": `\(apply)` would restore them; or remove the host from "
                              + "the inventory")
             }
-            if !status.indexUpToDate {
-                notes.append("\(status.host): the module index (default.nix) differs from "
-                             + "the inventory; run `\(apply)`")
-            }
+            if !status.indexUpToDate { notes.append(staleIndex) }
             return notes
         }
-        if !status.indexUpToDate {
-            notes.append("\(status.host): the module index (default.nix) differs from the "
-                         + "inventory; run `\(apply)`")
-        }
+        if !status.indexUpToDate { notes.append(staleIndex) }
         if status.switchPending {
             notes.append("\(status.host): an earlier switch did not finish (killed, failed "
                          + "or timed out), so the modules may not be what runs; run "
@@ -221,15 +217,16 @@ public enum StatusTable {
     /// record's `time` as ISO 8601 (as status shows it) or as seconds since the epoch.
     public static func lastApply(_ record: [String: String]) -> String {
         guard let time = record["time"] else { return "never" }
-        let date = ISO8601DateFormatter().date(from: time)
-            ?? Double(time).map { Date(timeIntervalSince1970: $0) }
-        guard let date else { return "never" }
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyy-MM-dd HH:mm'Z'"
+        // Both forms become UTCStamp's ISO text, cut to the minute (no DateFormatter:
+        // it would load ICU's locale data for one line).
+        let iso = Double(time).map { UTCStamp.iso8601(Date(timeIntervalSince1970: $0)) }
+            ?? time
+        let shape = iso.map { $0.isNumber ? "9" : $0 }
+        guard shape.count >= 17, String(shape.prefix(17)) == "9999-99-99T99:99:" else {
+            return "never"
+        }
+        let minute = iso.prefix(16).replacingOccurrences(of: "T", with: " ") + "Z"
         let action = record["action"].map { $0 == "apply" ? "" : " (\($0))" } ?? ""
-        return formatter.string(from: date)
-            + (record["operator"].map { " by \($0)" } ?? "") + action
+        return minute + (record["operator"].map { " by \($0)" } ?? "") + action
     }
 }

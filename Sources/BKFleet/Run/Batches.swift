@@ -82,7 +82,8 @@ public struct Rollout: Sendable, Equatable {
         switch maxFail {
         case nil: return "no --max-fail"
         case .hosts(let n): return "--max-fail \(n)"
-        case .percent(let p): return "--max-fail \(p)% = \(p * total / 100) of \(total)"
+        case .percent(let p):
+            return "--max-fail \(p)% = \(failureBudget(of: total) ?? 0) of \(total)"
         }
     }
 }

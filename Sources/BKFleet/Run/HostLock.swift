@@ -37,11 +37,9 @@ extension HostRun {
     private func takeLock(_ session: SSHSession, script: String, arguments: [String]) throws
         -> String {
         let wait = inventory.defaults.lockTimeout
-        let command = Shell.command(
-            script: script, name: "bkfleet-lock",
-            arguments: [String(Int(wait.rounded(.up))), context.runID, lockHolderText]
-                + arguments,
-            sudo: host.user != "root")
+        let command = shellCommand(
+            script, "bkfleet-lock",
+            [String(Int(wait.rounded(.up))), context.runID, lockHolderText] + arguments)
         let (held, result) = try step(.probe) {
             try session.startHeld(
                 command, marker: "end", timeout: wait + inventory.defaults.commandTimeout,

@@ -30,8 +30,9 @@ final class HostRun {
         do {
             try converge(&report)
         } catch let failure as HostFailure {
-            report.outcome = .failed(step: failure.step, message: context.scrub(failure.message))
-            log.write("FAILED at \(failure.step.rawValue): \(context.scrub(failure.message))")
+            let message = context.scrub(failure.message)
+            report.outcome = .failed(step: failure.step, message: message)
+            log.write("FAILED at \(failure.step.rawValue): \(message)")
         } catch {
             report.outcome = .failed(step: .done, message: context.scrub("\(error)"))
         }
@@ -111,8 +112,7 @@ final class HostRun {
                 report.rebuilt = true
             }
             try finish(session, plan: plan, desired: desired)
-            report.agents = try verifyAfterChange(session, plan: plan, desired: desired,
-                                                  before: state)
+            report.agents = try verifyAfterChange(session, desired: desired, before: state)
             if let bad = report.agents.first(where: { !$0.ok }) {
                 throw HostFailure(.verify, "agent \(bad.agent): \(bad.detail)")
             }
@@ -134,30 +134,31 @@ final class HostRun {
         context.events.event(host: host.name, step: .connect,
                              message: "connecting to \(endpoint.addressAndPort)"
                                 + (host.jump.map { " through \($0.name)" } ?? ""))
-        let session: SSHSession
-        do {
-            do {
-                session = try SSHSession.connect(
-                    to: endpoint, timeout: defaults.connectTimeout, keepaliveSeconds: 15,
-                    via: jump?.session)
-            } catch let failure where jump?.fresh == false {
-                // A shared jump may have died since it was shared: once more on a new one.
-                log.write("through the shared jump session: \(failure); connecting a new one")
-                if let (old, _) = jump, let key = jumpKey {
-                    context.jumps.retire(key, old)
-                    context.jumps.release(key, old)
-                }
-                jump = nil
-                jump = try connectJump()
-                session = try SSHSession.connect(
-                    to: endpoint, timeout: defaults.connectTimeout, keepaliveSeconds: 15,
-                    via: jump?.session)
-            }
-        } catch {
+        func open() throws -> SSHSession {
+            try SSHSession.connect(to: endpoint, timeout: defaults.connectTimeout,
+                                   keepaliveSeconds: 15, via: jump?.session)
+        }
+        /// Stops sharing this host's jump session and lets go of it.
+        func dropJump() {
             if let (old, _) = jump, let key = jumpKey {
                 context.jumps.retire(key, old)
                 context.jumps.release(key, old)
             }
+            jump = nil
+        }
+        let session: SSHSession
+        do {
+            do {
+                session = try open()
+            } catch let failure where jump?.fresh == false {
+                // A shared jump may have died since it was shared: once more on a new one.
+                log.write("through the shared jump session: \(failure); connecting a new one")
+                dropJump()
+                jump = try connectJump()
+                session = try open()
+            }
+        } catch {
+            dropJump()
             // A new jump that failed already says so.
             if let failure = error as? HostFailure { throw failure }
             throw HostFailure(.connect, "\(error); check the host's address and port in "
@@ -285,9 +286,8 @@ final class HostRun {
 
     /// Runs one of bkfleet's scripts; a non-zero exit ends the host with its stderr.
     func remote(_ session: SSHSession, _ step: Step, script: String, name: String,
-                        arguments: [String], stdin: [UInt8] = []) throws -> String {
-        let command = Shell.command(script: script, name: name, arguments: arguments,
-                                    sudo: host.user != "root")
+                arguments: [String], stdin: [UInt8] = []) throws -> String {
+        let command = shellCommand(script, name, arguments)
         let result = try self.step(step) {
             try session.run(command, stdin: stdin, timeout: inventory.defaults.commandTimeout)
         }
@@ -300,6 +300,12 @@ final class HostRun {
             throw HostFailure(step, "\(name) exited with status \(result.exitStatus): \(err)")
         }
         return result.stdoutText
+    }
+
+    /// The command line running one of bkfleet's scripts, through sudo unless root.
+    func shellCommand(_ script: String, _ name: String, _ arguments: [String]) -> String {
+        Shell.command(script: script, name: name, arguments: arguments,
+                      sudo: host.user != "root")
     }
 
     /// Runs `body`, turning any error into a failure of `step`.

@@ -172,9 +172,7 @@ public struct HostStatus: Sendable, Codable, Equatable {
     public static func presentRecord(_ record: [String: String]) -> [String: String] {
         var shown = record
         if let seconds = record["time"].flatMap(Double.init) {
-            let formatter = ISO8601DateFormatter()
-            formatter.timeZone = TimeZone(identifier: "UTC")
-            shown["time"] = formatter.string(from: Date(timeIntervalSince1970: seconds))
+            shown["time"] = UTCStamp.iso8601(Date(timeIntervalSince1970: seconds))
         }
         return shown
     }
@@ -268,12 +266,12 @@ extension HostRun {
         let key = inventory.agents[name]?.sshKey.flatMap { context.secrets.sshKeys[$0] }
         var agent = AgentStatus(
             agent: name, inInventory: true, moduleUpToDate: false, tokenOnHost: nil,
-            tokenWanted: wanted.map { Digest.fingerprint($0.bytes) }, tokenOwner: nil,
+            tokenWanted: wanted?.fingerprint, tokenOwner: nil,
             tokenMode: nil, ownershipWanted: nil, ownershipOK: false, unit: "unknown",
             running: false, confined: nil, registered: nil,
             registration: "not checked: the host could not be read", connected: nil,
             restartPending: false, sshKeyOnHost: nil,
-            sshKeyWanted: key.map { Digest.fingerprint($0.bytes) })
+            sshKeyWanted: key?.fingerprint)
         agent.readFromHost = false
         return agent
     }

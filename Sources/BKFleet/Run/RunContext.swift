@@ -68,17 +68,18 @@ public final class RunContext: @unchecked Sendable {
         self.registrations = registrations
         self.events = events
         self.runDirectory = runDirectory
+        self.scrubbing = RunContext.replacements(for: secrets)
     }
 
-    /// Removes every secret value from `text` before it is stored or shown.
-    public func scrub(_ text: String) -> String {
-        var out = text
+    /// What `scrub` replaces, in order: worked out once, as every log line is scrubbed.
+    private let scrubbing: [(text: String, with: String)]
+
+    private static func replacements(for secrets: SecretValues)
+        -> [(text: String, with: String)] {
         // Longest first, so a secret that contains another is replaced whole.
         let values = secrets.all.filter { !$0.isEmpty }.sorted { $0.count > $1.count }
-        for value in values {
-            let secret = String(decoding: value, as: UTF8.self)
-            out = out.replacingOccurrences(of: secret,
-                                           with: "[secret \(Digest.fingerprint(value))]")
+        var pairs = values.map { value in
+            (String(decoding: value, as: UTF8.self), "[secret \(Digest.fingerprint(value))]")
         }
         // A command may print one line of a key (a failing parser quoting its input):
         // long lines of multi-line secrets go too, PEM armour lines excepted.
@@ -88,11 +89,15 @@ public final class RunContext: @unchecked Sendable {
             guard lines.count > 1 else { continue }
             for line in lines where line.utf8.count >= BoundSecretCheck.minimumLineLength
                 && !line.hasPrefix("-----") {
-                out = out.replacingOccurrences(
-                    of: String(line), with: "[part of secret \(Digest.fingerprint(value))]")
+                pairs.append((String(line), "[part of secret \(Digest.fingerprint(value))]"))
             }
         }
-        return out
+        return pairs
+    }
+
+    /// Removes every secret value from `text` before it is stored or shown.
+    public func scrub(_ text: String) -> String {
+        scrubbing.reduce(text) { $0.replacingOccurrences(of: $1.text, with: $1.with) }
     }
 }
 

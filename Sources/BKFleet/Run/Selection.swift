@@ -66,13 +66,18 @@ public struct HostSelection: Sendable, Equatable {
         case .name(let pattern):
             return glob(pattern, host.name)
         case .attribute(let key, let value):
-            if let tag = host.tags[key], glob(value, tag) { return true }
-            if key == "group", host.groups.contains(where: { glob(value, $0) }) { return true }
-            if key == "agent", host.agents.contains(where: { glob(value, $0) }) { return true }
-            return host.agents.contains { agent in
-                inventory.agents[agent]?.tags[key].map { glob(value, $0) } ?? false
-            }
+            return values(of: key, host, inventory).contains { glob(value, $0) }
         }
+    }
+
+    /// What `@key=...` is matched against on `host`: its tag `key`, its groups for
+    /// `group`, its agent profiles for `agent`, and its agents' tag `key`.
+    static func values(of key: String, _ host: Host, _ inventory: Inventory) -> [String] {
+        var values = host.tags[key].map { [$0] } ?? []
+        if key == "group" { values += host.groups }
+        if key == "agent" { values += host.agents }
+        values += host.agents.compactMap { inventory.agents[$0]?.tags[key] }
+        return values
     }
 
     static func glob(_ pattern: String, _ text: String) -> Bool {
@@ -89,14 +94,7 @@ public struct HostSelection: Sendable, Equatable {
                 + "its hosts: \(inventory.hosts.isEmpty ? "none" : some)"
         case .attribute(let key, let value):
             var seen = Set<String>()
-            for host in inventory.hosts {
-                if let tag = host.tags[key] { seen.insert(tag) }
-                if key == "group" { seen.formUnion(host.groups) }
-                if key == "agent" { seen.formUnion(host.agents) }
-                for agent in host.agents {
-                    if let tag = inventory.agents[agent]?.tags[key] { seen.insert(tag) }
-                }
-            }
+            for host in inventory.hosts { seen.formUnion(values(of: key, host, inventory)) }
             let known = seen.isEmpty
                 ? "no host tag, group or agent tag '\(key)' exists"
                 : "values of '\(key)' in use: "

@@ -15,9 +15,8 @@ extension HostRun {
 
     /// Agents started or restarted in this run: wait until each has settled (running, the
     /// same main process for over 2 s) and registered, or the time runs out.
-    func verifyAfterChange(_ session: SSHSession, plan: HostPlan,
-                                   desired: DesiredState, before: HostState) throws
-        -> [AgentResult] {
+    func verifyAfterChange(_ session: SSHSession, desired: DesiredState,
+                           before: HostState) throws -> [AgentResult] {
         let names = desired.agents.keys.sorted()
         guard !names.isEmpty else { return [] }
         context.events.event(host: host.name, step: .verify,
@@ -31,10 +30,7 @@ extension HostRun {
             var pending = false
             for name in names {
                 let found = now.agents[name] ?? AgentOnHost()
-                let last = previous?.agents[name]?.unit
-                if found.unit.isRunning, let last, last.isRunning,
-                   last.restarts == found.unit.restarts,
-                   last.startedAt == found.unit.startedAt {
+                if Self.steady(found.unit, since: previous?.agents[name]?.unit) {
                     if steadySince[name] == nil { steadySince[name] = Date() }
                 } else {
                     steadySince[name] = nil
@@ -60,6 +56,13 @@ extension HostRun {
         }
     }
 
+    /// Running now and at the last look, as the same process with the same restart count.
+    static func steady(_ unit: UnitState, since last: UnitState?) -> Bool {
+        guard let last else { return false }
+        return unit.isRunning && last.isRunning && last.restarts == unit.restarts
+            && last.startedAt == unit.startedAt
+    }
+
     struct Verdict {
         var result: AgentResult
         var pending: Bool
@@ -67,7 +70,7 @@ extension HostRun {
 
     /// One agent against the three promises: running and settled, confined, registered.
     func judge(_ agent: DesiredAgent, found: AgentOnHost, hostname: String,
-                       final: Bool, settled: Bool = true) -> Verdict {
+               final: Bool, settled: Bool = true) -> Verdict {
         let name = agent.profile.name
         let fingerprint = agent.secrets[.token]?.fingerprint
         func result(_ ok: Bool, _ detail: String, pending: Bool = false) -> Verdict {
@@ -138,9 +141,8 @@ extension HostRun {
                                 + "started")
             }
             guard let range = line.range(of: " with tags [") else { return .registered([], "") }
-            let list = line[range.upperBound...].dropLast()
-                .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            return .registered(list, " with tags [" + line[range.upperBound...])
+            return .registered(Self.tagList(line[range.upperBound...]),
+                               " with tags [" + line[range.upperBound...])
         case .api(let board):
             let startedAt = Date(timeIntervalSince1970: TimeInterval(found.unit.startedAt ?? 0))
             do {
@@ -158,6 +160,11 @@ extension HostRun {
                 return .missing("Buildkite API: \(error)")
             }
         }
+    }
+
+    /// The tags of a registration log line, from `rest` (what follows ` with tags [`).
+    static func tagList(_ rest: Substring) -> [String] {
+        rest.dropLast().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
     /// The name the agent registers under: its display name (NixOS default
