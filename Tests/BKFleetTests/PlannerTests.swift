@@ -7,7 +7,10 @@ import XCTest
 final class PlannerTests: XCTestCase {
     let token = SecretValue(bytes: Array("tok-1".utf8))
 
-    func desired() throws -> DesiredState {
+    func desired() throws -> DesiredState { try Self.desired(token: token) }
+
+    /// builder-01 with only agent `plain`, its token entry holding `token`.
+    static func desired(token: SecretValue) throws -> DesiredState {
         let renderer = ModuleRenderer(
             templates: try Templates.load(directory: ModuleRendererTests.templatesDir))
         let inventory = try ModuleRendererTests.inventory()

@@ -9,18 +9,7 @@ import XCTest
 final class RestartPendingPlanTests: XCTestCase {
     let token = SecretValue(bytes: Array("tok-2".utf8))
 
-    private func desired() throws -> DesiredState {
-        let renderer = ModuleRenderer(
-            templates: try Templates.load(directory: ModuleRendererTests.templatesDir))
-        let inventory = try ModuleRendererTests.inventory()
-        var secrets = SecretValues()
-        secrets.tokens["default"] = token
-        secrets.sshKeys["deploy"] = SecretValue(bytes: Array("key".utf8))
-        var host = inventory.hosts[0]
-        host.agents = ["plain"]
-        return try DesiredState(host: host, inventory: inventory, renderer: renderer,
-                                secrets: secrets)
-    }
+    private func desired() throws -> DesiredState { try PlannerTests.desired(token: token) }
 
     /// A converged host whose agent started at `started` and whose token file (already
     /// the new value) last changed at `changed`.

@@ -38,20 +38,11 @@ final class FaultFleetTests: XCTestCase {
         return try FleetHarness.inventory(text)
     }
 
-    /// A token file the Buildkite stand-in does not know.
-    func badTokenFile() throws -> String {
-        let path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("bkfleet-badtoken-\(UUID().uuidString)").path
-        try "bkct_not-a-known-token-\(UUID().uuidString)\n"
-            .write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
     /// Starts `bkfleet ARGS` without waiting; output goes to files read at the end.
     func start(_ arguments: [String]) throws -> (Process, String) {
         let out = FileManager.default.temporaryDirectory
             .appendingPathComponent("bkfleet-fault-\(UUID().uuidString).out").path
-        FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: FleetHarness.binary)
         process.arguments = arguments
@@ -190,7 +181,7 @@ final class FaultFleetTests: XCTestCase {
         let digestBefore = tokenDigest()
 
         let bad = FleetHarness.bkfleet(["apply", try inventory(
-            token: try badTokenFile(), tags: "queue = \"nix\", stage = \"blue\"")])
+            token: try FleetHarness.badTokenFile(), tags: "queue = \"nix\", stage = \"blue\"")])
         XCTAssertNotEqual(bad.status, 0, bad.all)
         // The agent with an unknown token fails: in the switch itself, or at registration.
         XCTAssertTrue(bad.all.contains("buildkite-agent-builder.service")
@@ -243,7 +234,7 @@ final class FaultFleetTests: XCTestCase {
     func test_no_rollback_leaves_the_failed_host_for_inspection() throws {
         FleetHarness.reset([host])
         XCTAssertEqual(FleetHarness.bkfleet(["apply", try inventory()]).status, 0)
-        let badToken = try badTokenFile()
+        let badToken = try FleetHarness.badTokenFile()
         let bad = FleetHarness.bkfleet(["apply", try inventory(
             token: badToken, tags: "queue = \"nix\", stage = \"blue\""), "--no-rollback"])
         XCTAssertNotEqual(bad.status, 0, bad.all)
@@ -260,7 +251,8 @@ final class FaultFleetTests: XCTestCase {
 
     func test_a_fresh_host_that_fails_is_rolled_back_to_no_agents() throws {
         FleetHarness.reset([host])
-        let bad = FleetHarness.bkfleet(["apply", try inventory(token: try badTokenFile())])
+        let bad = FleetHarness.bkfleet(["apply",
+                                        try inventory(token: try FleetHarness.badTokenFile())])
         XCTAssertNotEqual(bad.status, 0, bad.all)
         XCTAssertTrue(bad.all.contains("no earlier generation: rebuilt without bkfleet's "
                                        + "agents"), bad.all)

@@ -41,14 +41,7 @@ final class FaultGuardFleetTests: XCTestCase {
         return try FleetHarness.inventory(text)
     }
 
-    func badTokenFile() throws -> String {
-        let path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("bkfleet-badtoken-\(UUID().uuidString)").path
-        try "bkct_not-a-known-token-\(UUID().uuidString)\n"
-            .write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
+    @discardableResult
     func sh(_ script: String) -> String {
         FleetHarness.exec(host, script).out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -81,7 +74,8 @@ final class FaultGuardFleetTests: XCTestCase {
 
         // An apply of a bad token and a changed module, killed while its detached switch
         // runs; the switch still finishes with the bad files.
-        let bad = try inventory(token: try badTokenFile(), tags: "queue = \"nix\", stage = \"b\"")
+        let bad = try inventory(token: try FleetHarness.badTokenFile(),
+                                tags: "queue = \"nix\", stage = \"b\"")
         FleetHarness.run(FleetHarness.fleetScript, ["set", host, "rebuild-seconds", "4"])
         let killed = Process()
         killed.executableURL = URL(fileURLWithPath: FleetHarness.binary)

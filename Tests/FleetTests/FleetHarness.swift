@@ -119,6 +119,15 @@ enum FleetHarness {
         read(clientDir + "/tokens/\(name).token").trimmingCharacters(in: .newlines)
     }
 
+    /// A token file the Buildkite stand-in does not know.
+    static func badTokenFile() throws -> String {
+        let path = FileManager.default.temporaryDirectory
+            .appendingPathComponent("bkfleet-badtoken-\(UUID().uuidString)").path
+        try "bkct_not-a-known-token-\(UUID().uuidString)\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
     /// The standard three-host inventory: `builder` on every host, `deploy` on builder-01.
     static func standardInventory(agentsExtra: String = "", hostsOverride: String? = nil)
         -> String {

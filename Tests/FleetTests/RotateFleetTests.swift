@@ -97,6 +97,27 @@ final class RotateFleetTests: XCTestCase {
         return try FleetHarness.inventory(managed)
     }
 
+    /// Writes the token store an unfinished rotation leaves: `current` (the new token)
+    /// beside `previous` (the one the agents ran), readable by its owner only; returns
+    /// the store's path.
+    @discardableResult
+    func writeUnfinishedStore(_ inventory: String, current: (value: String, id: String),
+                              previous: (value: String, id: String)) throws -> String {
+        let storePath = (inventory as NSString).deletingLastPathComponent
+            + "/store/default.json"
+        try FileManager.default.createDirectory(
+            atPath: (storePath as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true)
+        let document: [String: Any] = [
+            "format": "bkfleet-token-store-1",
+            "current": ["value": current.value, "id": current.id],
+            "previous": ["value": previous.value, "id": previous.id]]
+        try JSONSerialization.data(withJSONObject: document)
+            .write(to: URL(fileURLWithPath: storePath))
+        chmod(storePath, 0o600)
+        return storePath
+    }
+
     func storeDocument(_ inventory: String) -> [String: Any] {
         let path = (inventory as NSString).deletingLastPathComponent + "/store/default.json"
         let data = FileManager.default.contents(atPath: path) ?? Data()
@@ -297,18 +318,8 @@ final class RotateFleetTests: XCTestCase {
         // the old value on the host.
         Thread.sleep(forTimeInterval: 1.5)   // the file must change after the unit started
         let new = try createToken("bkfleet rotate default (killed)")
-        let storePath = (inventory as NSString).deletingLastPathComponent
-            + "/store/default.json"
-        try FileManager.default.createDirectory(
-            atPath: (storePath as NSString).deletingLastPathComponent,
-            withIntermediateDirectories: true)
-        let document: [String: Any] = [
-            "format": "bkfleet-token-store-1",
-            "current": ["value": new.value, "id": new.id],
-            "previous": ["value": old, "id": oldID]]
-        try JSONSerialization.data(withJSONObject: document)
-            .write(to: URL(fileURLWithPath: storePath))
-        chmod(storePath, 0o600)
+        let storePath = try writeUnfinishedStore(inventory, current: new,
+                                                 previous: (old, oldID))
         let killed = execWithInput("builder-01", """
             set -e
             v=$(cat)

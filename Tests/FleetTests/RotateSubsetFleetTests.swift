@@ -109,18 +109,7 @@ extension RotateFleetTests {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         _ = standin("DELETE", "/v2/organizations/demo/clusters/default/tokens/\(dead.id)",
                     header: "Authorization: Bearer \(bearer)")
-        let storePath = (inventory as NSString).deletingLastPathComponent
-            + "/store/default.json"
-        try FileManager.default.createDirectory(
-            atPath: (storePath as NSString).deletingLastPathComponent,
-            withIntermediateDirectories: true)
-        let document: [String: Any] = [
-            "format": "bkfleet-token-store-1",
-            "current": ["value": dead.value, "id": dead.id],
-            "previous": ["value": old, "id": oldID]]
-        try JSONSerialization.data(withJSONObject: document)
-            .write(to: URL(fileURLWithPath: storePath))
-        chmod(storePath, 0o600)
+        try writeUnfinishedStore(inventory, current: dead, previous: (old, oldID))
 
         let rerun = FleetHarness.bkfleet(["rotate", inventory])
         XCTAssertEqual(rerun.status, 0, rerun.all)

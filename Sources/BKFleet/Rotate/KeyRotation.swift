@@ -137,7 +137,8 @@ public final class KeyRotation: RotationSteps {
     private func keyPlans(_ pairs: [(host: String, agent: String)]) throws -> [KeyPlan] {
         var plans: [KeyPlan] = []
         for (name, secret) in rotation.entries(usedBy: pairs) {
-            let file = try SSHKeyFile.writable(secret, agents: users(of: name))
+            let profiles = users(of: name)
+            let file = try SSHKeyFile.writable(secret, agents: profiles)
             if let identity = inventory.defaults.identityFile,
                Self.sameFile(identity, file.path) {
                 // Replacing bkfleet's own login key would lock it out of every host.
@@ -148,7 +149,7 @@ public final class KeyRotation: RotationSteps {
             }
             let state = try file.read()
             var plan = KeyPlan(name: name, secret: secret, file: file)
-            plan.profiles = users(of: name)
+            plan.profiles = profiles
             plan.outsiders = rotation.outsiders(of: name, besides: pairs)
             if state.inProgress {
                 plan.old = try pushed(file.previousPath, name)

@@ -255,8 +255,8 @@ public final class TokenRotation: RotationSteps {
     }
 
     /// Agents (`host/agent`) whose token file on the host holds `old`: every host with an
-    /// agent using token entry `name` or any entry whose value is the same. nil when a
-    /// host could not be read (then nobody can say the old token is unused).
+    /// agent using token entry `name` or any entry whose value is the same. `unread` names
+    /// the hosts that could not be read (then nobody can say the old token is unused).
     private func holders(of old: StoredToken, entry name: String) -> (agents: [String],
                                                                       unread: [String]) {
         let hex = Digest.sha256Hex(old.bytes)
