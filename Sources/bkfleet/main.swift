@@ -85,7 +85,8 @@ do {
         print("bkfleet \(BKFleetVersion.string)")
         code = .success
     default:
-        let known = ["apply", "plan", "rotate", "check", "render", "hosts", "completion", "help"]
+        let known = ["apply", "plan", "rotate", "check", "render", "status", "retire", "hosts",
+                     "completion", "help"]
         let hint = known.min { editDistance($0, command) < editDistance($1, command) }
             .flatMap { editDistance($0, command) <= 2 ? " (did you mean '\($0)'?)" : nil }
         printError("unknown command '\(command)'\(hint ?? ""); see 'bkfleet help'")
