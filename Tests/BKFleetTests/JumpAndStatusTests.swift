@@ -92,12 +92,12 @@ final class JumpInventoryTests: XCTestCase {
 
 final class StatusProbeRecordTests: XCTestCase {
     func testProbeRecordsForStatusAreParsed() throws {
-        let record = Data("time=1700000000\nrun=20231114T221320Z\noperator=ops@desk\n"
-                          .utf8).base64EncodedString()
         let state = try HostState.parse("""
             secret\tbuilder\ttoken\tabc\tbuildkite-agent-builder\tbuildkite-agent-builder\t400
             secretmtime\tbuilder\ttoken\t1700000100
-            lastapply\t\(record)
+            lastapply\ttime=1700000000
+            lastapply\trun=20231114T221320Z
+            lastapply\toperator=ops@desk
             end
             """)
         XCTAssertEqual(state.agents["builder"]?.secretModified[.token], 1_700_000_100)

@@ -200,12 +200,12 @@ final class StatusReportTests: XCTestCase {
     }
 
     func testRetiredHostReadsAsRetiredNotAsDrift() throws {
-        let record = Data("time=1700000000\naction=retire\noperator=ops@desk\n".utf8)
-            .base64EncodedString()
         let state = try HostState.parse("""
             module\tdefault.nix\t\(Data("{ imports = [ ]; }".utf8).base64EncodedString())
             unit\tbuilder\tLoadState=not-found
-            lastapply\t\(record)
+            lastapply\ttime=1700000000
+            lastapply\taction=retire
+            lastapply\toperator=ops@desk
             end
             """)
         XCTAssertTrue(HostStatus.isRetired(state))

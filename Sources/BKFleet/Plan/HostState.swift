@@ -146,10 +146,9 @@ public struct HostState: Equatable, Sendable {
                   let seconds = Int(rest[1]) else { return }
             agent(fields[1]) { $0.secretModified[secretKind] = seconds }
         case "lastapply":
-            for pair in (Self.decodeBase64(fields[1]) ?? "").split(separator: "\n") {
-                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
-                if parts.count == 2 { lastApply[parts[0]] = parts[1] }
-            }
+            let parts = fields.dropFirst().joined(separator: "\t")
+                .split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { lastApply[parts[0]] = parts[1] }
         case "log" where fields.count == 3:
             agent(fields[1]) { $0.logLines.append(fields[2]) }
         default:

@@ -6,21 +6,23 @@
 
 enum RemoteScripts {
     /// Reads the host's state in one round trip. Arguments: module dir, secret dir,
-    /// known-hosts-free list of agent names the inventory wants here. Writes nothing.
-    /// Records: `hostname`, `now`, `generation`, `config` (configuration.nix, base64),
-    /// `module NAME BASE64`, `secretdir AGENT OWNER GROUP MODE`,
-    /// `secret AGENT KIND SHA256 OWNER GROUP MODE`, `tempfile PATH`, `moduletemp PATH`,
-    /// `user AGENT UID`,
-    /// `keysgroup yes|no`, `unit AGENT KEY=VALUE`, `log AGENT LINE`,
-    /// `secretmtime AGENT KIND EPOCH`, `lastapply BASE64` (the run record).
+    /// which agent log lines to read (`all`, or `trouble`: only for a unit not running,
+    /// when the Buildkite API confirms registrations), then the agent names the inventory
+    /// wants here. Writes nothing. Records: `hostname`, `generation`, `config`
+    /// (configuration.nix, base64), `module NAME BASE64`, `secretdir AGENT OWNER GROUP
+    /// MODE`, `secret AGENT KIND SHA256 OWNER GROUP MODE`, `tempfile PATH`, `moduletemp
+    /// PATH`, `user AGENT UID` (agents whose user exists), `keysgroup yes|no`, `unit AGENT
+    /// KEY=VALUE`, `log AGENT LINE`, `secretmtime AGENT KIND EPOCH`, `lastapply KEY=VALUE`
+    /// (a line of the run record).
+    /// Every program started costs the host a few milliseconds (most of a converged run's
+    /// cost), so the script prefers the shell's builtins and asks systemd once per host.
     static let probe = #"""
 set -u
 \#(unitReport)
-mdir=$1; sdir=$2; shift 2
+mdir=$1; sdir=$2; logs=$3; shift 3
 printf 'proto\t1\n'
-printf 'hostname\t%s\n' "$(cat /proc/sys/kernel/hostname)"
-printf 'now\t%s\n' "$(date +%s)"
-printf 'generation\t%s\n' "$(readlink /nix/var/nix/profiles/system 2>/dev/null || echo -)"
+read -r hn < /proc/sys/kernel/hostname
+printf 'hostname\t%s\n' "$hn"
 if [ -f /etc/nixos/configuration.nix ]; then
   printf 'config\t%s\n' "$(base64 -w0 < /etc/nixos/configuration.nix)"
 fi
@@ -45,42 +47,77 @@ if [ -f "$mdir/.bkfleet" ]; then
     case $name in default.nix) ;; *) a=${name%.nix}; case $agents in *" $a "*) ;; *) agents="$agents$a ";; esac;; esac
   done
 fi
+# Paths whose owner, group, mode and time one `stat` reports at the end (every program
+# started costs the host a few milliseconds): the system profile (its target is the
+# generation), the secret folder, each agent's folder and secret files.
+paths=/nix/var/nix/profiles/system
 if [ -f "$sdir/.bkfleet" ]; then
-  printf 'secretroot\t%s\n' "$(stat -c '%U	%G	%a' "$sdir")"
+  paths="$paths $sdir"
   for d in "$sdir"/*/; do
     [ -d "$d" ] || continue
     a=${d%/}; a=${a##*/}
     case $agents in *" $a "*) ;; *) agents="$agents$a ";; esac
   done
 fi
-if [ -f \#(runRecord) ]; then printf 'lastapply\t%s\n' "$(base64 -w0 < \#(runRecord))"; fi
+if [ -f \#(runRecord) ]; then
+  while IFS= read -r l || [ -n "$l" ]; do printf 'lastapply\t%s\n' "$l"; done < \#(runRecord)
+fi
 if getent group keys >/dev/null 2>&1; then printf 'keysgroup\tyes\n'; else printf 'keysgroup\tno\n'; fi
+users= files=
 for a in $agents; do
+  users="$users buildkite-agent-$a"
   d=$sdir/$a
   if [ -L "$d" ]; then
     # A link in place of an agent's folder: reported as no folder of the agent's, so the
     # plan makes a fresh one; nothing is read through the link.
     printf 'secretdir\t%s\tsymlink\tsymlink\t0\n' "$a"
   elif [ -d "$d" ]; then
-    printf 'secretdir\t%s\t%s\n' "$a" "$(stat -c '%U	%G	%a' "$d")"
+    paths="$paths $d"
     for kind in token ssh_key; do
       # A link, folder or fifo where a secret belongs (a build job can plant one in its
       # agent's folder) is reported without reading it; the plan replaces it.
       if [ -L "$d/$kind" ] || { [ -e "$d/$kind" ] && [ ! -f "$d/$kind" ]; }; then
-        printf 'secret\t%s\t%s\tnot-a-regular-file\t%s\n' "$a" "$kind" \
-          "$(stat -c '%U	%G	%a' "$d/$kind")"
-        continue
+        paths="$paths $d/$kind"
+      elif [ -f "$d/$kind" ]; then
+        paths="$paths $d/$kind" files="$files $d/$kind"
       fi
-      [ -f "$d/$kind" ] || continue
-      sum=$(sha256sum < "$d/$kind"); sum=${sum%% *}
-      printf 'secret\t%s\t%s\t%s\t%s\n' "$a" "$kind" "$sum" "$(stat -c '%U	%G	%a' "$d/$kind")"
-      printf 'secretmtime\t%s\t%s\t%s\n' "$a" "$kind" "$(stat -c %Y "$d/$kind")"
     done
     for t in "$d"/.*.bkfleet-tmp.*; do [ -e "$t" ] && printf 'tempfile\t%s\n' "$t"; done
   fi
-  printf 'user\t%s\t%s\n' "$a" "$(id -u "buildkite-agent-$a" 2>/dev/null || echo -)"
-  report_unit "$a"
 done
+# The folders and paths here are checked by bkfleet to hold no blanks or wildcards, so
+# the lists split into words safely. sha256sum prints `HASH  PATH` lines.
+nl='
+'
+sums=
+[ -z "$files" ] || sums=$(sha256sum $files 2>/dev/null)$nl
+QUOTING_STYLE=literal stat -c '%n	%U	%G	%a	%Y	%F	%N' $paths 2>/dev/null |
+  while IFS='	' read -r p u g m t ty link; do
+    case $p in
+      /nix/var/nix/profiles/system)
+        case $link in *" -> "*) printf 'generation\t%s\n' "${link#* -> }" ;; esac ;;
+      "$sdir") printf 'secretroot\t%s\t%s\t%s\n' "$u" "$g" "$m" ;;
+      "$sdir"/*/*)
+        r=${p#"$sdir"/}; a=${r%%/*}; kind=${r#*/}
+        case $ty in
+          "regular file"|"regular empty file")
+            # A file gone since it was hashed is left out, as if absent.
+            case $sums in *"  $p$nl"*) ;; *) continue ;; esac
+            h=${sums%%"  $p$nl"*}; h=${h##*"$nl"}
+            printf 'secret\t%s\t%s\t%s\t%s\t%s\t%s\n' "$a" "$kind" "$h" "$u" "$g" "$m"
+            printf 'secretmtime\t%s\t%s\t%s\n' "$a" "$kind" "$t" ;;
+          *) printf 'secret\t%s\t%s\tnot-a-regular-file\t%s\t%s\t%s\n' "$a" "$kind" \
+               "$u" "$g" "$m" ;;
+        esac ;;
+      "$sdir"/*) printf 'secretdir\t%s\t%s\t%s\t%s\n' "${p#"$sdir"/}" "$u" "$g" "$m" ;;
+    esac
+  done
+# One lookup for every agent's user; an agent without a user gets no `user` record.
+if [ -n "$users" ]; then
+  getent passwd $users 2>/dev/null | while IFS=: read -r u _ uid _; do
+    printf 'user\t%s\t%s\n' "${u#buildkite-agent-}" "$uid"; done
+fi
+report_units "$logs" $agents
 printf 'end\n'
 """#
 
@@ -211,48 +248,70 @@ done
 nixos-rebuild dry-activate -I "nixos-config=$stage/configuration.nix" 2>&1
 """#
 
-    /// Reports the agents' units and registration log lines since each unit's start, for
-    /// verification after a change. Arguments: agent names.
+    /// Reports the agents' units (and log lines, as the probe does) for verification
+    /// after a change. Arguments: `all` or `trouble` (see `probe`), then agent names.
     static let unitState = #"""
 set -u
 \#(unitReport)
+logs=$1; shift
 printf 'now\t%s\n' "$(date +%s)"
-for a in "$@"; do report_unit "$a"; done
+report_units "$logs" "$@"
 printf 'end\n'
 """#
 
-    /// A shell function shared by the probe and the unit check: the `unit` records of
-    /// `systemctl show` for agent $1, and its registration log lines since its start.
+    /// A shell function shared by the probe and the unit check. `report_units MODE
+    /// AGENT...` prints the `unit AGENT KEY=VALUE` records of one `systemctl show` for
+    /// all the agents' units, then each agent's registration log lines since its unit
+    /// started (`log AGENT LINE`, the last three): for every agent with MODE `all`, with
+    /// `trouble` only for a unit that is not active and running.
     static let unitReport = #"""
-report_unit() {
-  u=buildkite-agent-$1.service
-  systemctl show "$u" --timestamp=unix -p LoadState -p ActiveState -p SubState \
-    -p NRestarts -p RootDirectory -p BindReadOnlyPaths -p ExecMainStartTimestamp \
-    -p MainPID 2>/dev/null | while IFS= read -r line; do
-      printf 'unit\t%s\t%s\n' "$1" "$line"; done
-  start=$(systemctl show "$u" --timestamp=unix -p ExecMainStartTimestamp --value 2>/dev/null)
-  case $start in @*) journalctl -q -u "$u" --since "$start" -o cat 2>/dev/null \
-    | grep -E 'Successfully registered agent|Buildkite rejected the registration' \
-    | tail -n 3 | while IFS= read -r line; do printf 'log\t%s\t%s\n' "$1" "$line"; done;;
-  esac
+report_units() {
+  mode=$1; shift
+  [ $# -gt 0 ] || return 0
+  units=
+  for a in "$@"; do units="$units buildkite-agent-$a.service"; done
+  # systemctl prints one block per unit, blank lines between, its properties in
+  # systemd's own order: a block is kept until its end, when its Id is known.
+  { systemctl show $units --timestamp=unix -p Id -p LoadState -p ActiveState \
+      -p SubState -p NRestarts -p RootDirectory -p BindReadOnlyPaths \
+      -p ExecMainStartTimestamp -p MainPID 2>/dev/null; echo; } | {
+    set -f
+    nl='
+'
+    block= id= start= active= sub=
+    while IFS= read -r line; do
+      if [ -n "$line" ]; then
+        case $line in
+          Id=*) id=${line#Id=} ;;
+          *) block=$block$line$nl
+             case $line in
+               ExecMainStartTimestamp=*) start=${line#*=} ;;
+               ActiveState=*) active=${line#*=} ;;
+               SubState=*) sub=${line#*=} ;;
+             esac ;;
+        esac
+        continue
+      fi
+      [ -n "$id" ] || continue
+      a=${id#buildkite-agent-}; a=${a%.service}
+      old=$IFS; IFS=$nl
+      for l in $block; do printf 'unit\t%s\t%s\n' "$a" "$l"; done
+      IFS=$old
+      case $mode/$active/$sub in trouble/active/running) ;; *)
+        case $start in @*) journalctl -q -u "$id" --since "$start" -o cat 2>/dev/null \
+          | grep -E 'Successfully registered agent|Buildkite rejected the registration' \
+          | tail -n 3 | while IFS= read -r l; do printf 'log\t%s\t%s\n' "$a" "$l"; done ;;
+        esac ;;
+      esac
+      block= id= start= active= sub=
+    done
+  }
 }
 """#
 
     /// Where a successful apply or retire leaves its run record: `key=value` lines
     /// (time, run, operator, action, version). Not secret; read back by the probe.
     static let runRecord = "/var/lib/bkfleet/last-apply"
-
-    /// Writes the run record atomically. Arguments: its `key=value` lines.
-    static let recordRun = #"""
-set -u
-umask 022
-f=\#(runRecord)
-mkdir -p "${f%/*}" || exit 1
-tmp=$(mktemp "$f.bkfleet-tmp.XXXXXX") || exit 1
-if printf '%s\n' "$@" > "$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$f"; then exit 0; fi
-rm -f "$tmp"
-exit 1
-"""#
 
     /// Restarts the named units and reports nothing but systemctl's own errors.
     static let restart = #"""
@@ -299,12 +358,28 @@ umask 022
 """#
 
     /// The end of every lock script: says `end`, then holds the lock until standard
-    /// input closes, and marks the lock file free.
+    /// input closes, and marks the lock file free. Lines `record KEY=VALUE` followed by
+    /// `commit` on that input (a run that converged the host) first become the run
+    /// record, written whole; exit status 3 says it could not be written. Reading the
+    /// input with the shell's own `read` starts no program: a converged host pays no
+    /// second command for its record.
     static let lockHold = #"""
 printf 'end\n'
-# Only this shell holds fd 9, so ending it (a takeover) frees the lock at once.
-cat > /dev/null 9>&-
+rec= rc=0
+while IFS= read -r line; do
+  case $line in
+    "record "*) rec="$rec${line#record }
+" ;;
+    commit)
+      f=\#(runRecord)
+      t=$f.bkfleet-tmp.$$
+      # fd 9 (the lock) stays with this shell alone, so a takeover can end it.
+      if { [ -d "${f%/*}" ] || mkdir -p "${f%/*}" 9>&-; } && printf '%s' "$rec" > "$t" \
+        && mv -f "$t" "$f" 9>&-; then :; else rm -f "$t" 9>&-; rc=3; fi ;;
+  esac
+done
 : > "$lock"
+exit $rc
 """#
 
     /// The probe under the host lock, in one round trip (apply only; plan takes no lock).

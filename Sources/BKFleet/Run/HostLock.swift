@@ -20,7 +20,8 @@ extension HostRun {
                              message: "taking the host lock, reading state")
         let output = try takeLock(session, script: RemoteScripts.lockedProbe,
                                   arguments: [inventory.defaults.moduleDir,
-                                              inventory.defaults.secretDir] + host.agents)
+                                              inventory.defaults.secretDir, logLines]
+                                      + host.agents)
         return try step(.probe) { try HostState.parse(output) }
     }
 
@@ -29,9 +30,26 @@ extension HostRun {
         _ = try takeLock(session, script: RemoteScripts.lockOnly, arguments: [])
     }
 
+    /// Lets go of the host lock; with a run record waiting, the lock's command writes it
+    /// first (best effort: a failure is logged, the host's result stands).
     func releaseLock() {
-        hostLock?.release()
+        guard let held = hostLock else { return }
         hostLock = nil
+        guard let record = runRecord else { return held.release() }
+        runRecord = nil
+        let input = record.map { "record \($0)\n" }.joined() + "commit\n"
+        do {
+            let result = try held.finish(sending: Array(input.utf8),
+                                         timeout: min(inventory.defaults.commandTimeout, 30),
+                                         label: "bkfleet-lock")
+            if result.exitStatus != 0 {
+                let err = result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines)
+                log.write("could not write the run record \(RemoteScripts.runRecord) "
+                          + "(status \(result.exitStatus))" + (err.isEmpty ? "" : ": \(err)"))
+            }
+        } catch {
+            log.write("could not write the run record \(RemoteScripts.runRecord): \(error)")
+        }
     }
 
     private func takeLock(_ session: SSHSession, script: String, arguments: [String]) throws

@@ -5,8 +5,10 @@
 import Foundation
 
 extension HostRun {
-    /// Writes `time`, `run`, `operator`, `action` and `version` to the host's run record.
-    func recordRun(_ session: SSHSession) {
+    /// Leaves `time`, `run`, `operator`, `action` and `version` for the host's run
+    /// record, which the held host lock writes as it is let go (RemoteScripts.lockHold):
+    /// no second command for it.
+    func recordRun() {
         let environment = ProcessInfo.processInfo.environment
         // Without USER (cron, CI, `sudo -i`), the account the process runs as.
         let account = getpwuid(getuid()).flatMap { String(validatingCString: $0.pointee.pw_name) }
@@ -20,14 +22,15 @@ extension HostRun {
             "action=\(action)",
             "version=\(BKFleetVersion.string)",
         ]
-        do {
-            _ = try remote(session, .done, script: RemoteScripts.recordRun,
-                           name: "bkfleet-record", arguments: lines)
-        } catch let failure as HostFailure {
-            log.write("could not write the run record \(RemoteScripts.runRecord): "
-                      + failure.message)
-        } catch {
-            log.write("could not write the run record: \(error)")
+        guard hostLock != nil else {
+            log.write("no host lock held: the run record \(RemoteScripts.runRecord) was "
+                      + "not written")
+            return
+        }
+        // One record line each: a control character (a newline in USER, say) would make
+        // a line of its own.
+        runRecord = lines.map { line in
+            String(line.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : Character($0) })
         }
     }
 

@@ -13,6 +13,8 @@ final class HostRun {
     private let started = Date()
     /// The command holding the host lock on the current session (apply only).
     var hostLock: SSHHeldCommand?
+    /// The run record's lines, written by the host lock as it is let go (HostRecord.swift).
+    var runRecord: [String]?
     /// The system profile's generation after this run's switch, once known.
     var generationAfterRebuild: String?
     /// The lock round trip found backups left by a run that died before verifying.
@@ -52,7 +54,7 @@ final class HostRun {
             session.close()
         }
 
-        let state = context.options.dryRun ? try probe(session) : try lockedProbe(session)
+        var state = context.options.dryRun ? try probe(session) : try lockedProbe(session)
         // A host being retired gets an empty index whether or not NixOS imports it.
         if !context.options.retire { try checkImport(state) }
         let desired = try step(.plan) {
@@ -98,11 +100,14 @@ final class HostRun {
             }
             if staleBackups { dropBackup(session) }
             if context.options.retire { try verifyRetired(session, state: state) }
-            recordRun(session)
+            recordRun()
             return
         }
 
         report.outcome = .changed
+        // A rollback checks that each agent registers again as it did before; with the
+        // API the probe read no log lines of running agents, so read them now.
+        if logLines != "all" { try readRegistrationLines(session, into: &state) }
         // From the first write on, a failure rolls the host back to what the probe saw
         // (see HostRollback.swift) unless --no-rollback.
         do {
@@ -121,7 +126,18 @@ final class HostRun {
         }
         dropBackup(session)
         if context.options.retire { try verifyRetired(session, state: state) }
-        recordRun(session)
+        recordRun()
+    }
+
+    /// Adds the registration log lines of the running agents to `state`.
+    private func readRegistrationLines(_ session: SSHSession, into state: inout HostState)
+        throws {
+        let running = state.agents.filter { $0.value.unit.isRunning }.map(\.key).sorted()
+        guard !running.isEmpty else { return }
+        let now = try unitStates(session, agents: running, allLogLines: true)
+        for name in running {
+            state.agents[name]?.logLines = now.agents[name]?.logLines ?? []
+        }
     }
 
     /// Connects, checks the host key before anything else is sent, and logs in.
@@ -226,7 +242,8 @@ final class HostRun {
         let output = try remote(session, .probe, script: RemoteScripts.probe,
                                 name: "bkfleet-probe",
                                 arguments: [inventory.defaults.moduleDir,
-                                            inventory.defaults.secretDir] + host.agents)
+                                            inventory.defaults.secretDir, logLines]
+                                    + host.agents)
         return try step(.probe) { try HostState.parse(output) }
     }
 
@@ -278,9 +295,20 @@ final class HostRun {
 
     // MARK: - Plumbing
 
-    func unitStates(_ session: SSHSession, agents: [String]) throws -> HostState {
+    /// Which agent log lines the scripts read: every agent's when registrations are
+    /// confirmed from the log; with the Buildkite API, only a unit's that is not running
+    /// (why it stopped: a rejected token, say). Each read starts programs on the host.
+    var logLines: String {
+        if case .api = context.registrations { return "trouble" }
+        return "all"
+    }
+
+    /// The agents' units now (and their log lines, as `logLines` says, or `all`).
+    func unitStates(_ session: SSHSession, agents: [String],
+                    allLogLines: Bool = false) throws -> HostState {
         let output = try remote(session, .verify, script: RemoteScripts.unitState,
-                                name: "bkfleet-units", arguments: agents)
+                                name: "bkfleet-units",
+                                arguments: [allLogLines ? "all" : logLines] + agents)
         return try step(.verify) { try HostState.parse(output) }
     }
 

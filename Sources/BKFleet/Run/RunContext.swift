@@ -51,6 +51,8 @@ public final class RunContext: @unchecked Sendable {
         UTCStamp.compact() + "-"
             + String(UInt32.random(in: 0...UInt32.max), radix: 16)
     }()
+    /// When the run began: converged hosts share the first agent listing fetched after it.
+    public let started = Date()
     /// `retire`: the agents the inventory gave each retired host, checked stopped too.
     public var retiredAgents: [String: [String]] = [:]
     /// Jump sessions shared by the hosts behind each bastion (Run/HostJump.swift).

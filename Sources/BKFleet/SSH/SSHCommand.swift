@@ -31,9 +31,17 @@ extension SSHSession {
         defer { free(channel) }
         try startExec(command, on: channel, name: name, deadline: deadline, timedOut: timedOut)
 
-        var output = try exchange(channel, stdin: stdin, deadline: deadline, timedOut: timedOut,
+        let output = try exchange(channel, stdin: stdin, deadline: deadline, timedOut: timedOut,
                                   name: name)
+        return try closed(channel, output: output, deadline: deadline, timedOut: timedOut,
+                          name: name)
+    }
 
+    /// Closes `channel` after its output was read, and adds the command's exit status
+    /// (-1 for a signal, named in `exitSignal`) to `output`.
+    func closed(_ channel: OpaquePointer, output: RemoteResult, deadline: Deadline,
+                timedOut: SSHError, name: String) throws -> RemoteResult {
+        var output = output
         // The exit status may arrive after EOF, so wait for the channel to close first.
         if try attempt(deadline, timeout: timedOut, { _ in libssh2_channel_close(channel) }) != 0
             || (try attempt(deadline, timeout: timedOut) { _ in
@@ -61,7 +69,7 @@ extension SSHSession {
     }
 
     /// Feeds stdin and drains stdout and stderr until the remote side sends EOF.
-    private func exchange(_ channel: OpaquePointer, stdin: [UInt8], deadline: Deadline,
+    func exchange(_ channel: OpaquePointer, stdin: [UInt8], deadline: Deadline,
                           timedOut: SSHError, name: String) throws -> RemoteResult {
         var result = RemoteResult(exitStatus: -1, exitSignal: nil, stdout: [], stderr: [])
         // Small on purpose: every host in flight holds one, zeroed (so resident), while its
@@ -157,7 +165,7 @@ extension SSHSession {
     }
 
     /// Frees the channel, giving libssh2 up to a second to finish closing it.
-    private func free(_ channel: OpaquePointer) {
+    func free(_ channel: OpaquePointer) {
         let deadline = Deadline(seconds: 1)
         while true {
             guard let rc = locked({ _ in libssh2_channel_free(channel) }) else { return }

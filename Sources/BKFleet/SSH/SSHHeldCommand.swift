@@ -15,6 +15,23 @@ public final class SSHHeldCommand {
         self.channel = channel
     }
 
+    /// Sends `input` to the command, closes its standard input and waits up to `timeout`
+    /// seconds for it to end; returns its output after the marker and its exit status.
+    /// The channel is freed whatever happens; afterwards `release` does nothing.
+    public func finish(sending input: [UInt8], timeout: Double, label: String) throws
+        -> RemoteResult {
+        guard let channel else { throw SSHError.notConnected(host: session.endpoint.label) }
+        self.channel = nil
+        defer { session.free(channel) }
+        let deadline = Deadline(seconds: timeout)
+        let timedOut = SSHError.commandTimedOut(host: session.endpoint.label, command: label,
+                                                seconds: timeout)
+        let output = try session.exchange(channel, stdin: input, deadline: deadline,
+                                          timedOut: timedOut, name: label)
+        return try session.closed(channel, output: output, deadline: deadline,
+                                  timedOut: timedOut, name: label)
+    }
+
     /// Closes the command's standard input (it then ends) and frees the channel, waiting
     /// at most about a second. Safe to call twice, and after the session closed.
     public func release() {

@@ -8,8 +8,13 @@ extension HostRun {
     func verifyOnce(desired: DesiredState, state: HostState) -> [AgentResult] {
         desired.agents.keys.sorted().map { name in
             let agent = desired.agents[name]!
-            return judge(agent, found: state.agents[name] ?? AgentOnHost(),
-                         hostname: state.hostname, final: true).result
+            let found = state.agents[name] ?? AgentOnHost()
+            // Every converged host of the run shares one listing, the first fetched after
+            // the run started; a unit that started since needs a listing younger than it.
+            let unitStart = Date(timeIntervalSince1970: TimeInterval(found.unit.startedAt ?? 0))
+            let listedAfter = max(context.started, min(unitStart, Date()))
+            return judge(agent, found: found, hostname: state.hostname, final: true,
+                         listedAfter: listedAfter).result
         }
     }
 
@@ -70,7 +75,7 @@ extension HostRun {
 
     /// One agent against the three promises: running and settled, confined, registered.
     func judge(_ agent: DesiredAgent, found: AgentOnHost, hostname: String,
-               final: Bool, settled: Bool = true) -> Verdict {
+               final: Bool, settled: Bool = true, listedAfter: Date? = nil) -> Verdict {
         let name = agent.profile.name
         let fingerprint = agent.secrets[.token]?.fingerprint
         func result(_ ok: Bool, _ detail: String, pending: Bool = false) -> Verdict {
@@ -101,7 +106,8 @@ extension HostRun {
         let expected = expectedName(agent.profile, hostname: hostname)
         let tags: String
         let registeredTags: [String]
-        switch registration(as: expected, hostname: hostname, found: found) {
+        switch registration(as: expected, hostname: hostname, found: found,
+                             listedAfter: listedAfter) {
         case .missing(let detail):
             return result(false, detail, pending: true)
         case .registered(let list, let text):
@@ -130,9 +136,10 @@ extension HostRun {
     }
 
     /// Whether the agent of `found`'s unit registered as `expected` since the unit last
-    /// started: from its log line, or from Buildkite's agent list when the API is given.
-    func registration(as expected: String, hostname: String, found: AgentOnHost)
-        -> Registration {
+    /// started: from its log line, or from Buildkite's agent list when the API is given,
+    /// a list fetched after `listedAfter` (default: half a second ago).
+    func registration(as expected: String, hostname: String, found: AgentOnHost,
+                      listedAfter: Date? = nil) -> Registration {
         switch context.registrations {
         case .agentLog:
             let marker = "Successfully registered agent \"\(expected)\""
@@ -146,7 +153,8 @@ extension HostRun {
         case .api(let board):
             let startedAt = Date(timeIntervalSince1970: TimeInterval(found.unit.startedAt ?? 0))
             do {
-                let agents = try board.agents(fetchedAfter: Date().addingTimeInterval(-0.5))
+                let agents = try board.agents(
+                    fetchedAfter: listedAfter ?? Date().addingTimeInterval(-0.5))
                 guard let match = RegistrationMatch.find(in: agents, name: expected,
                                                          hostname: hostname,
                                                          startedAfter: startedAt, skew: 5)
