@@ -1,7 +1,8 @@
 // The probe, run by the local /bin/sh exactly as a host runs it, over folders made here:
 // what it reports of modules, secret folders and files (hash, owner, mode, time), of
 // links planted where a secret belongs, and of the lock's run record, as bkfleet parses
-// it. Units are not looked at here (no agent runs on this machine); the fleet tests do.
+// it. Each test runs under dash and under bash (NixOS's /bin/sh). Units are not looked
+// at here (no agent runs on this machine); the fleet tests do.
 import Foundation
 import XCTest
 @testable import BKFleet
@@ -31,10 +32,13 @@ final class ProbeScriptTests: XCTestCase {
         chmod(path, mode)
     }
 
-    func sh(_ script: String, _ arguments: [String], stdin: String = "") throws
-        -> (status: Int32, out: String) {
+    /// The shells the scripts must work in: Debian's /bin/sh (dash) and NixOS's (bash).
+    let shells = ["/bin/sh", "/bin/bash"]
+
+    func sh(_ script: String, _ arguments: [String], stdin: String = "",
+            shell: String = "/bin/sh") throws -> (status: Int32, out: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.executableURL = URL(fileURLWithPath: shell)
         process.arguments = ["-c", script, "bkfleet-test"] + arguments
         let input = Pipe(), output = Pipe()
         process.standardInput = input
@@ -49,10 +53,17 @@ final class ProbeScriptTests: XCTestCase {
         return (process.terminationStatus, out)
     }
 
+    /// The probe's report, the same under every shell.
     func probe(_ agents: [String]) throws -> HostState {
-        let (status, out) = try sh(RemoteScripts.probe, [modules, secrets, "trouble"] + agents)
-        XCTAssertEqual(status, 0, out)
-        return try HostState.parse(out)
+        var outputs: [String] = []
+        for shell in shells {
+            let (status, out) = try sh(RemoteScripts.probe, [modules, secrets, "trouble"] + agents,
+                                       shell: shell)
+            XCTAssertEqual(status, 0, "\(shell): \(out)")
+            outputs.append(out)
+        }
+        XCTAssertEqual(Set(outputs).count, 1, "the shells disagree: \(outputs)")
+        return try HostState.parse(outputs[0])
     }
 
     var me: String { String(cString: getpwuid(getuid())!.pointee.pw_name) }
@@ -127,23 +138,50 @@ final class ProbeScriptTests: XCTestCase {
             + "echo holder > \"$lock\"\n"
             + RemoteScripts.lockHold.replacingOccurrences(of: RemoteScripts.runRecord,
                                                           with: record)
+                .replacingOccurrences(of: RemoteScripts.backupRoot, with: root + "/backup")
 
-        var (status, out) = try sh(hold, [], stdin: "record time=1\nrecord run=x\n")
-        XCTAssertEqual(status, 0)
-        XCTAssertEqual(out, "end\n")
-        XCTAssertFalse(files.fileExists(atPath: record), "no commit, no record")
-        XCTAssertEqual(try String(contentsOfFile: lock, encoding: .utf8), "",
-                       "the lock file is marked free")
+        for shell in shells {
+            try? files.removeItem(atPath: root + "/var")
+            var (status, out) = try sh(hold, [], stdin: "record time=1\nrecord run=x\n",
+                                       shell: shell)
+            XCTAssertEqual(status, 0, shell)
+            XCTAssertEqual(out, "end\n")
+            XCTAssertFalse(files.fileExists(atPath: record), "no commit, no record (\(shell))")
+            XCTAssertEqual(try String(contentsOfFile: lock, encoding: .utf8), "",
+                           "the lock file is marked free (\(shell))")
 
-        (status, _) = try sh(hold, [], stdin: "record time=1\nrecord run=x y\ncommit\n")
-        XCTAssertEqual(status, 0)
-        XCTAssertEqual(try String(contentsOfFile: record, encoding: .utf8), "time=1\nrun=x y\n")
-        XCTAssertEqual(try files.contentsOfDirectory(atPath: root + "/var"), ["last-apply"])
+            (status, _) = try sh(hold, [], stdin: "record time=1\nrecord run=x y\ncommit\n",
+                                 shell: shell)
+            XCTAssertEqual(status, 0, shell)
+            XCTAssertEqual(try String(contentsOfFile: record, encoding: .utf8),
+                           "time=1\nrun=x y\n", shell)
+            XCTAssertEqual(try files.contentsOfDirectory(atPath: root + "/var"), ["last-apply"])
 
-        // A record that cannot be written says so by its exit status.
-        try files.removeItem(atPath: root + "/var")
-        try write(root + "/var", "a file where the folder belongs")
-        (status, _) = try sh(hold, [], stdin: "record time=2\ncommit\n")
-        XCTAssertEqual(status, 3)
+            // A record that cannot be written says so by its exit status.
+            try files.removeItem(atPath: root + "/var")
+            try write(root + "/var", "a file where the folder belongs")
+            (status, _) = try sh(hold, [], stdin: "record time=2\ncommit\n", shell: shell)
+            XCTAssertEqual(status, 3, shell)
+        }
+    }
+
+    func test_lock_hold_drops_every_backup_only_on_commit() throws {
+        let hold = "lock=\(Shell.quote(root + "/lock")); exec 9>>\"$lock\"\n"
+            + RemoteScripts.lockHold.replacingOccurrences(of: RemoteScripts.backupRoot,
+                                                          with: root + "/backup")
+        for shell in shells {
+            for run in ["run-1", "run-2"] {
+                try files.createDirectory(atPath: root + "/backup/\(run)/files/etc",
+                                          withIntermediateDirectories: true)
+                try write(root + "/backup/\(run)/files/etc/x.nix", "old")
+            }
+            var (status, _) = try sh(hold, [], stdin: "dropbackups\n", shell: shell)
+            XCTAssertEqual(status, 0, shell)
+            XCTAssertEqual(try files.contentsOfDirectory(atPath: root + "/backup").sorted(),
+                           ["run-1", "run-2"], "nothing goes without commit (\(shell))")
+            (status, _) = try sh(hold, [], stdin: "dropbackups\ncommit\n", shell: shell)
+            XCTAssertEqual(status, 0, shell)
+            XCTAssertEqual(try files.contentsOfDirectory(atPath: root + "/backup"), [], shell)
+        }
     }
 }

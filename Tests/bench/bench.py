@@ -259,21 +259,42 @@ class Bench:
         log(f"changing apply: every rebuild takes {self.a.rebuild_seconds} s")
         for n in names:
             self.fleet_cmd("set", n, "rebuild-seconds", f"{self.a.rebuild_seconds:g}")
-        variants = []
+        # Each round changes every host twice, so both sides make a real change: the
+        # OpenSSH baseline switches the agent's module to variant b, then bkfleet applies
+        # variant a (module, rebuild, restart, registration), from b.
+        variants = {}
         for v in ("a", "b"):
-            variants.append(absolutize_inventory(
+            variants[v] = absolutize_inventory(
                 os.path.join(self.fleet, "inventory.toml"),
                 os.path.join(self.work, f"fleet-change-{v}.toml"),
-                ('tags = { queue = "nix" }', f'tags = {{ queue = "nix", bench = "{v}" }}')))
-        changing = []
+                ('tags = { queue = "nix" }', f'tags = {{ queue = "nix", bench = "{v}" }}'))
+        module_dir = os.path.join(self.work, "module-b")
+        os.makedirs(module_dir, exist_ok=True)
+        pairs = []
+        for h in hosts:
+            text = subprocess.run([self.bin, "render", variants["b"], "--host", h["name"]],
+                                  check=True, capture_output=True, text=True).stdout
+            # `render` prints each file after a `# PATH` line; the agent's module is the one.
+            module = text.split("# /etc/nixos/bkfleet/builder.nix\n", 1)[1]
+            module = module.split("\n# /etc/nixos/bkfleet/", 1)[0]
+            path = os.path.join(module_dir, h["name"] + ".nix")
+            with open(path, "w") as fh:
+                fh.write(module)
+            pairs.append(f"{h['address']}={path}")
+        ssh_rebuild = [os.path.join(HERE, "ssh-rebuild.sh"), key, known,
+                       "/etc/nixos/bkfleet/builder.nix"] + pairs
+        changing, rebuilds = [], []
         try:
+            apply_(variants["a"], "changing-warmup-bkfleet")
             for i in range(self.a.runs):
-                changing.append(apply_(variants[i % 2], "changing-bkfleet"))
+                rebuilds.append(self.run("changing-ssh-rebuild", ssh_rebuild))
+                changing.append(apply_(variants["a"], "changing-bkfleet"))
         finally:
             for n in names:
                 self.fleet_cmd("set", n, "rebuild-seconds", "0")
             apply_(inv, "restore-bkfleet")
         self.results["changing"] = changing
+        self.results["ssh_rebuild"] = rebuilds
 
     # --- output ---
 
@@ -315,6 +336,10 @@ class Bench:
             rows.append((f"changing apply, 50 hosts, rebuild {self.a.rebuild_seconds:g} s",
                          f"{ch - base:+.2f} s", "<= +1 s", ch - base <= 1.0,
                          f"bkfleet {f(ch)} vs {self.a.rebuild_seconds:g} s + ssh {f(curve)}"))
+            rb = median(R["ssh_rebuild"])
+            rows.append(("changing apply, 50 hosts, vs the same change over OpenSSH",
+                         f"{ch - rb:+.2f} s", "<= +1 s", ch - rb <= 1.0,
+                         f"bkfleet {f(ch)}, ssh + nixos-rebuild switch {f(rb)}"))
             m50 = median(R["mem50"], "rss_kb") / 1024
             mpy = median(c["pyinfra"], "rss_kb") / 1024
             rows.append(("peak memory, 50 full hosts, --parallel 200 (apply)",
@@ -347,6 +372,8 @@ class Bench:
                 print(f"  {k} (bkfleet, pyinfra, ansible): {runs(rs)}")
             print(f"  changing bkfleet       {runs(R['changing'])}   summaries "
                   f"{[r['summary'] for r in R['changing']]}")
+            print(f"  changing ssh rebuild   {runs(R['ssh_rebuild'])}   exit codes "
+                  f"{[r['rc'] for r in R['ssh_rebuild']]}")
             print(f"  memory apply 50        {runs(R['mem50'], 'rss_kb', 1024)} MiB; wall "
                   f"{runs(R['mem50'])}")
             if "mem_light" in R:

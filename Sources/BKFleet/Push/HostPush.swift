@@ -44,7 +44,7 @@ extension HostRun {
         if plan.needsRebuild {
             // Cleared once the switch succeeded; while it stands, every run rebuilds, so
             // a failed, killed or timed-out switch is never mistaken for convergence.
-            ops.write("\(dirs.moduleDir)/.bkfleet-switch-pending", rootOnly, [])
+            ops.mark("\(dirs.moduleDir)/.bkfleet-switch-pending")
         }
         for change in plan.modules {
             let path = "\(dirs.moduleDir)/\(change.file)"
@@ -63,18 +63,21 @@ extension HostRun {
 
     /// After the switch: secrets of agents whose user did not exist yet go to that user,
     /// removed agents lose their secret folders, and units whose secret changed under an
-    /// unchanged module (or which were found stopped) are restarted.
-    func finish(_ session: SSHSession, plan: HostPlan, desired: DesiredState) throws {
+    /// unchanged module (or which were found stopped) are restarted. Returns its look at
+    /// the units when it restarted none (verify's first look), else nil.
+    func finish(_ session: SSHSession, plan: HostPlan, desired: DesiredState) throws
+        -> HostState? {
         var ops = PushBatch()
         let secretDir = inventory.defaults.secretDir
         var restart = Set(plan.units.filter { $0.actor == .bkfleet }.map(\.agent))
         let wanted = desired.agents.keys.sorted()
         let fresh = wanted.isEmpty ? HostState() : try unitStates(session, agents: wanted)
         if plan.needsRebuild {
-            // The switch went through: clear the mark that forces the next run to rebuild,
-            // and start any agent the switch should have started but did not (a unit
-            // whose definition was already live after an interrupted switch).
-            ops.remove("\(inventory.defaults.moduleDir)/.bkfleet-switch-pending")
+            // The switch went through: the mark that forces the next run to rebuild goes
+            // once the host verified (with the host lock, HostLock.swift). Start any agent
+            // the switch should have started but did not (a unit whose definition was
+            // already live after an interrupted switch).
+            clearSwitchMark = true
             for name in wanted {
                 let unit = fresh.agents[name]?.unit ?? UnitState()
                 if !unit.loaded || ["inactive", "failed"].contains(unit.activeState) {
@@ -110,6 +113,8 @@ extension HostRun {
                                  message: "restarting \(restart.sorted().joined(separator: ", "))")
             _ = try remote(session, .handover, script: RemoteScripts.restart,
                            name: "bkfleet-restart", arguments: restart.sorted())
+            return nil
         }
+        return wanted.isEmpty ? nil : fresh
     }
 }

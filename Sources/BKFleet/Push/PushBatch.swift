@@ -20,6 +20,11 @@ struct PushBatch {
         header("own \(path) \(ownership.owner) \(ownership.group) \(ownership.mode) 0")
     }
 
+    /// An empty marker file in the module folder; only its being there matters.
+    mutating func mark(_ path: String) {
+        header("mark \(path) - - - 0")
+    }
+
     mutating func remove(_ path: String) {
         header("rm \(path) - - - 0")
     }

@@ -29,11 +29,16 @@ extension HostRun {
         while true {
             let output: String
             do {
+                // No slice outlasts rebuild_timeout: the last one is cut to the time left.
+                let wait = Self.waitSlice(slice, left: deadline.timeIntervalSinceNow)
                 if !started {
+                    // Start and first wait in one round trip (starting again is a no-op).
                     let answer = try checked(session.run(
                         shellCommand(RemoteScripts.rebuildStart, "bkfleet-rebuild-start",
-                                     [context.runID, Self.runsDir, kind, command]),
-                        timeout: inventory.defaults.commandTimeout), "bkfleet-rebuild-start")
+                                     [context.runID, Self.runsDir, kind, command,
+                                      String(wait)]),
+                        timeout: Double(wait) + inventory.defaults.commandTimeout),
+                        "bkfleet-rebuild-start")
                     if answer.hasPrefix("busy ") {
                         guard Date() < deadline else {
                             let other = answer.dropFirst(5)
@@ -47,16 +52,20 @@ extension HostRun {
                         Thread.sleep(forTimeInterval: 2)
                         continue
                     }
+                    guard answer.hasPrefix("started\n") else {
+                        throw HostFailure(.rebuild, "bkfleet-rebuild-start answered "
+                                          + "unexpectedly: \(context.scrub(answer))")
+                    }
                     started = true
                     log.write("$ \(command)  (as systemd unit \(unit), output in \(where_))")
+                    output = String(answer.dropFirst("started\n".count))
+                } else {
+                    output = try checked(session.run(
+                        shellCommand(RemoteScripts.rebuildWait, "bkfleet-rebuild-wait",
+                                     [context.runID, Self.runsDir, kind, String(wait)]),
+                        timeout: Double(wait) + inventory.defaults.commandTimeout),
+                        "bkfleet-rebuild-wait")
                 }
-                // No slice outlasts rebuild_timeout: the last one is cut to the time left.
-                let wait = Self.waitSlice(slice, left: deadline.timeIntervalSinceNow)
-                output = try checked(session.run(
-                    shellCommand(RemoteScripts.rebuildWait, "bkfleet-rebuild-wait",
-                                 [context.runID, Self.runsDir, kind, String(wait)]),
-                    timeout: Double(wait) + inventory.defaults.commandTimeout),
-                    "bkfleet-rebuild-wait")
             } catch let error as SSHError {
                 drops += 1
                 log.write("connection trouble while `\(command)` runs: \(error)")

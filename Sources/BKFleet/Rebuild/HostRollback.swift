@@ -8,19 +8,21 @@ import Foundation
 
 extension HostRun {
     /// This run's backup folder on the host (root 0700, removed once the host verified).
-    var backupDir: String { "/var/lib/bkfleet/backup/\(context.runID)" }
+    var backupDir: String { "\(RemoteScripts.backupRoot)/\(context.runID)" }
 
-    /// Removes the backup after success; best effort (a leftover is removed by the next
-    /// run's push).
-    func dropBackup(_ session: SSHSession) {
-        _ = try? remote(session, .done, script: RemoteScripts.dropBackup,
-                        name: "bkfleet-drop-backup", arguments: [backupDir])
+    /// This run's backups (and any a dead run left) go once the host verified: the host
+    /// lock removes them as it is let go (RemoteScripts.lockHold), no command of its own.
+    func dropBackup() {
+        dropBackups = true
     }
 
     /// Rolls back after `failure` (unless --no-rollback) and returns the failure to report:
     /// the original one, followed by what the rollback did or why it failed.
     func rollBack(_ session: inout SSHSession, after failure: HostFailure,
                   before state: HostState) -> HostFailure {
+        // The restore puts back the mark as it was before the run (a switch still pending
+        // from an earlier run stays pending).
+        clearSwitchMark = false
         if context.options.noRollback {
             let note = "left as it is for inspection (--no-rollback); the files this run "
                 + "replaced are in \(backupDir) on the host (root only)"
@@ -91,7 +93,7 @@ extension HostRun {
                             + "(same process as before the run)")
             }
             done.append(try checkRestored(session, agents: ran, before: state))
-            dropBackup(session)
+            dropBackup()
             let text = "rolled back: " + done.joined(separator: "; ")
             log.write(text)
             return HostFailure(failure.step, failure.message + "\n" + text)

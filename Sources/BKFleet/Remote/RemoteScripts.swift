@@ -125,8 +125,10 @@ printf 'end\n'
     /// `write PATH OWNER GROUP MODE LENGTH` followed by LENGTH bytes, written to a
     /// temporary file in the same directory (created 0600, filled, chowned, chmodded,
     /// synced), then renamed over PATH; `own PATH OWNER GROUP MODE`; `dir PATH OWNER
-    /// GROUP MODE`; `rm PATH`; `rmdir PATH` (a whole agent secret folder); `rmdata AGENT`
-    /// (a removed agent's data folder, /var/lib/buildkite-agent-AGENT); `end`.
+    /// GROUP MODE` (owner and mode set only where they differ); `mark PATH` (an empty
+    /// marker file in the module folder, made if missing); `rm PATH`; `rmdir PATH` (a whole
+    /// agent secret folder); `rmdata AGENT` (a removed agent's data folder,
+    /// /var/lib/buildkite-agent-AGENT); `end`.
     /// Arguments: module dir and secret dir; every path must lie inside one of them.
     /// Optional third argument: this run's backup folder (root-only): before a path is
     /// first replaced, removed or re-owned, its current file (or a `.absent` marker) is
@@ -148,7 +150,7 @@ backup() {
   [ -n "$bdir" ] || return 0
   rec=$bdir/files$1
   if [ -e "$rec" ] || [ -e "$rec.absent" ]; then return 0; fi
-  mkdir -p "${rec%/*}" || return 1
+  [ -d "${rec%/*}" ] || mkdir -p "${rec%/*}" || return 1
   # Only regular files are kept; anything else (a planted link) is not read through and
   # rolls back to absent.
   if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then
@@ -161,15 +163,19 @@ backup() {
     : > "$rec.absent" || return 1
   fi
 }
+# Every program started costs the host a few milliseconds: the shell's own tests and
+# globs come first, programs only where something is to be done.
 for d in "$mdir" "$sdir"; do
-  [ -d "$d" ] && find "$d" -maxdepth 2 -name '.*.bkfleet-tmp.*' -type f -delete
+  # Temporary files a killed run left behind (they may hold a secret's bytes).
+  for t in "$d"/.*.bkfleet-tmp.* "$d"/*/.*.bkfleet-tmp.*; do
+    if [ -f "$t" ] || [ -L "$t" ]; then rm -f "$t" || exit 1; fi
+  done
   # Parents of the managed folders are ordinary system folders: world-traversable.
-  (umask 022 && mkdir -p "${d%/*}") || exit 1
+  [ -d "${d%/*}" ] || (umask 022 && mkdir -p "${d%/*}") || exit 1
 done
-if [ -n "$bdir" ]; then
-  mkdir -p "$bdir" || exit 1
-  find "${bdir%/*}" -name '*.bkfleet-tmp' -type f -delete
-fi
+# (A killed run's copies in progress in the backups are skipped by `restore` and go with
+# the backups themselves.)
+[ -z "$bdir" ] || [ -d "$bdir" ] || mkdir -p "$bdir" || exit 1
 while IFS=' ' read -r op path owner group mode len; do
   [ "$op" = end ] && { echo ok; exit 0; }
   if [ "$op" = rmdata ]; then
@@ -181,7 +187,7 @@ while IFS=' ' read -r op path owner group mode len; do
   fi
   inside "$path" || { echo "refusing path outside managed folders: $path" >&2; exit 2; }
   case $op in
-    write|rm|own) backup "$path" || exit 1 ;;
+    write|rm|own|mark) backup "$path" || exit 1 ;;
     rmdir) for f in "$path"/*; do [ -f "$f" ] && { backup "$f" || exit 1; }; done ;;
   esac
   case $op in
@@ -194,9 +200,21 @@ while IFS=' ' read -r op path owner group mode len; do
       head -c "$len" > "$tmp"
       got=$(wc -c < "$tmp")
       if [ "$got" -ne "$len" ]; then echo "input ended early for $path" >&2; exit 1; fi
-      chown -h "$owner:$group" "$tmp" && [ ! -L "$tmp" ] && chmod "$mode" "$tmp" \
-        && sync "$tmp" && mv -fT "$tmp" "$path" && sync "$dir" || exit 1
+      # A new file in the (root's) module folder is root's already.
+      case $path:$owner:$group in
+        "$mdir"/*:root:root) ;;
+        *) chown -h "$owner:$group" "$tmp" || exit 1 ;;
+      esac
+      [ ! -L "$tmp" ] && chmod "$mode" "$tmp" && sync "$tmp" && mv -fT "$tmp" "$path" \
+        && sync "$dir" || exit 1
       tmp= ;;
+    mark)
+      # An empty file whose being there is all it says (root's, in the module folder):
+      # made durable before anything after it is written.
+      case $path in "$mdir"/*) ;; *) echo "refusing to mark $path" >&2; exit 2 ;; esac
+      if [ -L "$path" ] || [ ! -f "$path" ]; then
+        rm -rf "$path" && : > "$path" && sync "${path%/*}" || exit 1
+      fi ;;
     own)
       # Never re-own through a link (a build job may swap its token for a link to
       # another agent's): such a path is planned as a replacement, so refuse here.
@@ -211,8 +229,10 @@ while IFS=' ' read -r op path owner group mode len; do
       if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then
         rm -f "$path" || exit 1
       fi
-      mkdir -p "$path" && chown -h "$owner:$group" "$path" && chmod "$mode" "$path" \
-        || exit 1 ;;
+      [ -d "$path" ] || mkdir -p "$path" || exit 1
+      # Owner and mode are set where they differ.
+      [ "$(stat -c '%U %G %a' "$path")" = "$owner $group $mode" ] \
+        || { chown -h "$owner:$group" "$path" && chmod "$mode" "$path"; } || exit 1 ;;
     rm) rm -f "$path" || exit 1; sync "${path%/*}" ;;
     rmdir) case $path in "$sdir"/?*) rm -rf "$path" || exit 1;; *) exit 2;; esac ;;
     *) echo "unknown operation $op" >&2; exit 2 ;;
@@ -313,6 +333,9 @@ report_units() {
     /// (time, run, operator, action, version). Not secret; read back by the probe.
     static let runRecord = "/var/lib/bkfleet/last-apply"
 
+    /// Where each run keeps its backups (`backupRoot/RUN`) until its host verified.
+    static let backupRoot = "/var/lib/bkfleet/backup"
+
     /// Restarts the named units and reports nothing but systemctl's own errors.
     static let restart = #"""
 set -u
@@ -358,24 +381,34 @@ umask 022
 """#
 
     /// The end of every lock script: says `end`, then holds the lock until standard
-    /// input closes, and marks the lock file free. Lines `record KEY=VALUE` followed by
-    /// `commit` on that input (a run that converged the host) first become the run
-    /// record, written whole; exit status 3 says it could not be written. Reading the
-    /// input with the shell's own `read` starts no program: a converged host pays no
-    /// second command for its record.
+    /// input closes, and marks the lock file free. What a run that converged the host
+    /// sends on that input first is done before the lock is let go, on `commit`:
+    /// `unmark PATH` removes the pending-switch mark, `dropbackups` every run's backups
+    /// (this host verified), lines `record KEY=VALUE` become the run record, written
+    /// whole. Exit status 3 says one of them failed.
+    /// Reading with the shell's own `read` starts no program, so none of this costs a
+    /// converged host a command of its own.
     static let lockHold = #"""
 printf 'end\n'
-rec= rc=0
+rec= drop= mark= rc=0
 while IFS= read -r line; do
   case $line in
     "record "*) rec="$rec${line#record }
 " ;;
+    dropbackups) drop=yes ;;
+    "unmark "*) mark=${line#unmark } ;;
     commit)
-      f=\#(runRecord)
-      t=$f.bkfleet-tmp.$$
       # fd 9 (the lock) stays with this shell alone, so a takeover can end it.
-      if { [ -d "${f%/*}" ] || mkdir -p "${f%/*}" 9>&-; } && printf '%s' "$rec" > "$t" \
-        && mv -f "$t" "$f" 9>&-; then :; else rm -f "$t" 9>&-; rc=3; fi ;;
+      case $mark in */.bkfleet-switch-pending) rm -f "$mark" 9>&- || rc=3 ;; esac
+      if [ -n "$drop" ]; then
+        for b in \#(backupRoot)/*; do [ -e "$b" ] && { rm -rf "$b" 9>&- || rc=3; }; done
+      fi
+      if [ -n "$rec" ]; then
+        f=\#(runRecord)
+        t=$f.bkfleet-tmp.$$
+        if { [ -d "${f%/*}" ] || mkdir -p "${f%/*}" 9>&-; } && printf '%s' "$rec" > "$t" \
+          && mv -f "$t" "$f" 9>&-; then :; else rm -f "$t" 9>&-; rc=3; fi
+      fi ;;
   esac
 done
 : > "$lock"
@@ -390,45 +423,75 @@ exit $rc
 
     /// Starts the rebuild as a transient systemd unit `bkfleet-rebuild-RUN` (or
     /// `bkfleet-rollback-RUN`), so that a dropped connection cannot stop a switch half
-    /// way. Output goes to DIR/RUN/KIND.log, the exit status to DIR/RUN/KIND.status
-    /// (written whole, by rename). Keeps the ten newest run folders. Arguments: run id,
-    /// runs folder, kind (`rebuild` or `rollback`), the command. Starting twice is a no-op;
-    /// while an earlier run's rebuild unit is still active it prints `busy UNIT` instead.
+    /// way, then waits for it in the same round trip (`rebuildWaitBody`). Output goes to
+    /// DIR/RUN/KIND.log, the exit status to DIR/RUN/KIND.status (written whole, by
+    /// rename). Keeps the ten newest run folders. Arguments: run id, runs folder, kind
+    /// (`rebuild` or `rollback`), the command, seconds to wait. Starting twice is a no-op;
+    /// while an earlier run's rebuild unit is still active it prints `busy UNIT` and
+    /// stops, otherwise `started` and then what the wait prints.
     static let rebuildStart = #"""
 set -u
-run=$1; dir=$2; kind=$3; cmd=$4
+run=$1; dir=$2; kind=$3; cmd=$4; max=$5
 umask 077
 rd=$dir/$run; unit=bkfleet-$kind-$run
-mkdir -p "$rd" || exit 1
+[ -d "$rd" ] || mkdir -p "$rd" || exit 1
 chmod 700 "$dir" || exit 1
-ls -1t "$dir" | tail -n +11 | while IFS= read -r old; do
-  [ "$dir/$old" = "$rd" ] || rm -rf "${dir:?}/$old"; done
-if [ -e "$rd/$kind.status" ] || systemctl is-active -q "$unit"; then echo started; exit 0; fi
-# A killed run's rebuild may still be going: never run two at once.
-other=$(systemctl list-units --plain --no-legend --state=active 'bkfleet-rebuild-*' \
-  'bkfleet-rollback-*' 2>/dev/null | while read -r u _; do echo "$u"; break; done)
-if [ -n "$other" ]; then echo "busy $other"; exit 0; fi
-set -- --setenv=PATH="$PATH"
-[ -n "${NIX_PATH:-}" ] && set -- "$@" --setenv=NIX_PATH="$NIX_PATH"
-systemd-run --quiet --collect --unit="$unit" "$@" /bin/sh -c \
-  '/bin/sh -c "$3" > "$1/$2.log" 2>&1; echo $? > "$1/$2.status.tmp"
-   mv -f "$1/$2.status.tmp" "$1/$2.status"' \
-  bkfleet-rebuild "$rd" "$kind" "$cmd" || exit 1
+n=0; for f in "$dir"/*; do n=$((n + 1)); done
+if [ "$n" -gt 10 ]; then
+  ls -1t "$dir" | tail -n +11 | while IFS= read -r old; do
+    [ "$dir/$old" = "$rd" ] || rm -rf "${dir:?}/$old"; done
+fi
+if [ ! -e "$rd/$kind.status" ]; then
+  # One look at the active rebuild units: this run's own may be going already (a start
+  # repeated after a reconnect); a killed run's must end first, never two at once.
+  active=$(systemctl list-units --plain --no-legend --state=active 'bkfleet-rebuild-*' \
+    'bkfleet-rollback-*' 2>/dev/null)
+  mine= other=
+  while read -r u _; do
+    case $u in "$unit.service") mine=yes ;; ?*) other=${other:-$u} ;; esac
+  done <<EOF
+$active
+EOF
+  if [ -z "$mine" ]; then
+    if [ -n "$other" ]; then echo "busy $other"; exit 0; fi
+    set -- --setenv=PATH="$PATH"
+    [ -n "${NIX_PATH:-}" ] && set -- "$@" --setenv=NIX_PATH="$NIX_PATH"
+    # The unit holds an flock on KIND.lock while it runs, so the wait sleeps in the
+    # kernel until it ends instead of asking over and over.
+    systemd-run --quiet --collect --unit="$unit" "$@" flock "$rd/$kind.lock" /bin/sh -c \
+      '/bin/sh -c "$3" > "$1/$2.log" 2>&1; echo $? > "$1/$2.status.tmp"
+       mv -f "$1/$2.status.tmp" "$1/$2.status"' \
+      bkfleet-rebuild "$rd" "$kind" "$cmd" || exit 1
+  fi
+fi
 echo started
+\#(rebuildWaitBody)
 """#
 
-    /// Waits up to SECONDS for a detached rebuild to end. Prints `running`, or `lost`
-    /// (the unit is gone without a status: killed), or `status N`, `generation G`,
-    /// `output` followed by the command's output. Arguments: run id, runs folder, kind,
-    /// seconds.
+    /// Waits up to SECONDS more for a detached rebuild to end (after a reconnect, or when
+    /// the first wait ran out). Arguments: run id, runs folder, kind, seconds.
     static let rebuildWait = #"""
 set -u
 run=$1; dir=$2; kind=$3; max=$4
 rd=$dir/$run; unit=bkfleet-$kind-$run
-# The status file is looked for every 0.2 s (a rebuild's end is seen soon after it comes),
-# the unit asked after once a second (systemctl costs the host more than a test).
+\#(rebuildWaitBody)
+"""#
+
+    /// Waits up to $max seconds for the rebuild of $rd/$kind. Prints `running`, or `lost`
+    /// (the unit is gone without a status: killed), or `status N`, `generation G`,
+    /// `output` followed by the command's output.
+    static let rebuildWaitBody = #"""
+# While the unit holds KIND.lock, flock waits for its end without using the CPU the
+# rebuild needs. Otherwise (not started yet, gone, or started by a bkfleet without the
+# lock) the status file is looked for every 0.2 s, the unit asked after once a second.
 i=0; gone=0
 while [ ! -e "$rd/$kind.status" ]; do
+  if [ -e "$rd/$kind.lock" ]; then
+    left=$((max - i / 5))
+    [ "$left" -gt 0 ] || { echo running; exit 0; }
+    flock -s -w "$left" "$rd/$kind.lock" true 2>/dev/null || { echo running; exit 0; }
+    [ -e "$rd/$kind.status" ] && break
+  fi
   if [ $((i % 5)) -eq 0 ]; then
     if systemctl is-active -q "$unit"; then gone=0; else gone=$((gone + 1)); fi
     if [ "$gone" -ge 3 ] && [ ! -e "$rd/$kind.status" ]; then echo lost; exit 0; fi
@@ -438,7 +501,8 @@ while [ ! -e "$rd/$kind.status" ]; do
   sleep 0.2 2>/dev/null || { sleep 1; i=$((i + 4)); }
   i=$((i + 1))
 done
-printf 'status\t%s\n' "$(cat "$rd/$kind.status")"
+read -r st < "$rd/$kind.status"
+printf 'status\t%s\n' "$st"
 printf 'generation\t%s\n' "$(readlink /nix/var/nix/profiles/system 2>/dev/null || echo -)"
 echo output
 cat "$rd/$kind.log" 2>/dev/null
@@ -492,12 +556,4 @@ echo "earlier $k"
 [ -z "$noindex" ] || echo noindex
 """#
 
-    /// Removes a run's backup folder once the host verified (or was rolled back), with
-    /// any left by runs that died. Argument: this run's backup folder.
-    static let dropBackup = #"""
-set -u
-case $1 in */backup/?*) ;; *) echo "not a backup folder: $1" >&2; exit 2 ;; esac
-for b in "${1%/*}"/*; do [ -e "$b" ] && rm -rf "$b"; done
-exit 0
-"""#
 }

@@ -30,25 +30,34 @@ extension HostRun {
         _ = try takeLock(session, script: RemoteScripts.lockOnly, arguments: [])
     }
 
-    /// Lets go of the host lock; with a run record waiting, the lock's command writes it
-    /// first (best effort: a failure is logged, the host's result stands).
+    /// Lets go of the host lock. A host that verified first has the lock's command clear
+    /// the pending-switch mark, drop the backups and write the run record (best effort:
+    /// a failure is logged, and a mark left makes the next run rebuild once more).
     func releaseLock() {
         guard let held = hostLock else { return }
         hostLock = nil
-        guard let record = runRecord else { return held.release() }
+        guard runRecord != nil || dropBackups || clearSwitchMark else { return held.release() }
+        let mark = "\(inventory.defaults.moduleDir)/.bkfleet-switch-pending"
+        let input = (clearSwitchMark ? "unmark \(mark)\n" : "")
+            + (dropBackups ? "dropbackups\n" : "")
+            + (runRecord ?? []).map { "record \($0)\n" }.joined() + "commit\n"
         runRecord = nil
-        let input = record.map { "record \($0)\n" }.joined() + "commit\n"
+        dropBackups = false
+        clearSwitchMark = false
         do {
             let result = try held.finish(sending: Array(input.utf8),
                                          timeout: min(inventory.defaults.commandTimeout, 30),
                                          label: "bkfleet-lock")
             if result.exitStatus != 0 {
                 let err = result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines)
-                log.write("could not write the run record \(RemoteScripts.runRecord) "
-                          + "(status \(result.exitStatus))" + (err.isEmpty ? "" : ": \(err)"))
+                log.write("could not clear \(mark), drop the backups in "
+                          + "\(RemoteScripts.backupRoot) or write the run record "
+                          + "\(RemoteScripts.runRecord) (status "
+                          + "\(result.exitStatus))" + (err.isEmpty ? "" : ": \(err)"))
             }
         } catch {
-            log.write("could not write the run record \(RemoteScripts.runRecord): \(error)")
+            log.write("could not clear the switch mark, drop the backups or write the run "
+                      + "record: \(error)")
         }
     }
 

@@ -15,6 +15,11 @@ final class HostRun {
     var hostLock: SSHHeldCommand?
     /// The run record's lines, written by the host lock as it is let go (HostRecord.swift).
     var runRecord: [String]?
+    /// The host verified: its backups go as the host lock is let go.
+    var dropBackups = false
+    /// The switch went through: once the host verified, its pending-switch mark goes as
+    /// the host lock is let go.
+    var clearSwitchMark = false
     /// The system profile's generation after this run's switch, once known.
     var generationAfterRebuild: String?
     /// The lock round trip found backups left by a run that died before verifying.
@@ -98,7 +103,7 @@ final class HostRun {
             if let bad = report.agents.first(where: { !$0.ok }) {
                 throw HostFailure(.verify, "agent \(bad.agent): \(bad.detail)")
             }
-            if staleBackups { dropBackup(session) }
+            if staleBackups { dropBackup() }
             if context.options.retire { try verifyRetired(session, state: state) }
             recordRun()
             return
@@ -116,15 +121,16 @@ final class HostRun {
                 session = try rebuild(session, handover: plan.handover)
                 report.rebuilt = true
             }
-            try finish(session, plan: plan, desired: desired)
-            report.agents = try verifyAfterChange(session, desired: desired, before: state)
+            let look = try finish(session, plan: plan, desired: desired)
+            report.agents = try verifyAfterChange(session, desired: desired, before: state,
+                                                  firstLook: look)
             if let bad = report.agents.first(where: { !$0.ok }) {
                 throw HostFailure(.verify, "agent \(bad.agent): \(bad.detail)")
             }
         } catch let failure as HostFailure {
             throw rollBack(&session, after: failure, before: state)
         }
-        dropBackup(session)
+        dropBackup()
         if context.options.retire { try verifyRetired(session, state: state) }
         recordRun()
     }

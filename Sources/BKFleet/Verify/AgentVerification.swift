@@ -19,9 +19,11 @@ extension HostRun {
     }
 
     /// Agents started or restarted in this run: wait until each has settled (running, the
-    /// same main process for over 2 s) and registered, or the time runs out.
+    /// same main process for over 2 s) and registered, or the time runs out. `firstLook`
+    /// is a look at the units taken just before (by `finish`), if any.
     func verifyAfterChange(_ session: SSHSession, desired: DesiredState,
-                           before: HostState) throws -> [AgentResult] {
+                           before: HostState, firstLook: HostState? = nil) throws
+        -> [AgentResult] {
         let names = desired.agents.keys.sorted()
         guard !names.isEmpty else { return [] }
         context.events.event(host: host.name, step: .verify,
@@ -29,10 +31,12 @@ extension HostRun {
         let deadline = Date().addingTimeInterval(inventory.defaults.verifyTimeout)
         var previous: HostState?
         var steadySince: [String: Date] = [:]
+        var now = try firstLook ?? unitStates(session, agents: names)
         while true {
-            let now = try unitStates(session, agents: names)
             var results: [AgentResult] = []
             var pending = false
+            // Agents that wait only for Buildkite to list them: settled and confined.
+            var unlisted: [(DesiredAgent, AgentOnHost)] = []
             for name in names {
                 let found = now.agents[name] ?? AgentOnHost()
                 if Self.steady(found.unit, since: previous?.agents[name]?.unit) {
@@ -51,13 +55,31 @@ extension HostRun {
                                     hostname: before.hostname,
                                     final: Date() >= deadline, settled: settled)
                 if verdict.pending { pending = true }
+                if verdict.unlisted { unlisted.append((desired.agents[name]!, found)) }
                 results.append(verdict.result)
             }
             if !pending || Date() >= deadline { return results }
+            if case .api = context.registrations, unlisted.count == results.filter({ !$0.ok }).count {
+                // Only Buildkite's listing is awaited: ask it (one listing shared by every
+                // host) every half second, and the host only every 3 s, to see that the
+                // agents still run as the same processes, or why not. Each look at the
+                // host starts programs there, on CPU that other hosts' rebuilds and the
+                // agents' own registration need.
+                let nextLook = min(deadline, Date().addingTimeInterval(3))
+                while Date() < nextLook {
+                    Thread.sleep(forTimeInterval: 0.5)
+                    let listed = unlisted.allSatisfy { agent, found in
+                        !judge(agent, found: found, hostname: before.hostname, final: false)
+                            .unlisted
+                    }
+                    if listed { break }
+                }
+            } else {
+                // Half a second: a settled, registered agent is seen soon after it is.
+                Thread.sleep(forTimeInterval: 0.5)
+            }
             previous = now
-            // Half a second: a settled, registered agent is seen soon after it is, and
-            // one look costs the host two `systemctl show` and one `journalctl`.
-            Thread.sleep(forTimeInterval: 0.5)
+            now = try unitStates(session, agents: names)
         }
     }
 
@@ -71,6 +93,9 @@ extension HostRun {
     struct Verdict {
         var result: AgentResult
         var pending: Bool
+        /// Running, settled and confined; only not (yet) listed by Buildkite as
+        /// registered with the inventory's tags.
+        var unlisted = false
     }
 
     /// One agent against the three promises: running and settled, confined, registered.
@@ -109,7 +134,9 @@ extension HostRun {
         switch registration(as: expected, hostname: hostname, found: found,
                              listedAfter: listedAfter) {
         case .missing(let detail):
-            return result(false, detail, pending: true)
+            var verdict = result(false, detail, pending: true)
+            verdict.unlisted = true
+            return verdict
         case .registered(let list, let text):
             registeredTags = list
             tags = text
@@ -119,9 +146,11 @@ extension HostRun {
         let missing = agent.profile.tags.sorted(by: { $0.key < $1.key })
             .map { "\($0.key)=\($0.value)" }.filter { !registeredTags.contains($0) }
         if !missing.isEmpty {
-            return result(false, "registered as \"\(expected)\"\(tags), without "
-                          + missing.joined(separator: ", ") + " from the inventory: it runs an "
-                          + "older configuration", pending: true)
+            var verdict = result(false, "registered as \"\(expected)\"\(tags), without "
+                                 + missing.joined(separator: ", ") + " from the inventory: it "
+                                 + "runs an older configuration", pending: true)
+            verdict.unlisted = true
+            return verdict
         }
         let confined = agent.profile.confinement ? ", confined" : ""
         return result(true, "running\(confined), registered as \"\(expected)\"\(tags)")

@@ -77,6 +77,45 @@ def log(message):
     sys.stderr.flush()
 
 
+# The segment after each of these REST collection names is an id, slug or name; request
+# counts group it under a placeholder so a route is counted once whatever it addresses.
+ROUTE_PLACEHOLDERS = {"organizations": "{org}", "agents": "{agent}", "clusters": "{cluster}",
+                      "tokens": "{token}", "pipelines": "{pipeline}", "builds": "{build}",
+                      "jobs": "{job}", "queues": "{queue}"}
+
+
+def rest_route(method, path):
+    """The route a request is counted under: GET /v2/organizations/demo/agents?page=2 is
+    "GET /v2/organizations/{org}/agents". The query is left out, the segment after a known
+    collection becomes its placeholder, other segments stay as sent."""
+    out, collection = [], None
+    for part in [p for p in urlsplit(path).path.split("/") if p]:
+        if collection:
+            out.append(ROUTE_PLACEHOLDERS[collection])
+            collection = None
+        else:
+            out.append(part)
+            collection = part if part in ROUTE_PLACEHOLDERS else None
+    return "%s /%s" % (method, "/".join(out))
+
+
+class RequestCounter:
+    """REST requests answered since the server started, per route. Kept in memory only and
+    never reset (not even by /_test/reset), so tests compare counts before and after."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {}
+
+    def add(self, route):
+        with self.lock:
+            self.counts[route] = self.counts.get(route, 0) + 1
+
+    def snapshot(self):
+        with self.lock:
+            return dict(self.counts)
+
+
 class ApiError(Exception):
     def __init__(self, status, message):
         super().__init__(message)
@@ -758,6 +797,11 @@ class Handler(BaseHTTPRequestHandler):
         return value
 
     def reply(self, status, body=None, headers=None):
+        # Counted before the answer leaves, so a client that has its answer sees it
+        # counted; taken off the request so a failed send's 500 does not count twice.
+        route, self.counted_route = getattr(self, "counted_route", None), None
+        if route:
+            self.server.requests.add(route)
         payload = b"" if body is None else json.dumps(body, indent=1).encode() + b"\n"
         self.send_response(status)
         if body is not None:
@@ -782,6 +826,10 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         parts = [p for p in url.path.split("/") if p]
+        # Every /v2 request is counted once answered, whatever its status (a 401 or 404
+        # is a call to the API all the same).
+        self.counted_route = rest_route(self.command, self.path) if parts[:1] == ["v2"] \
+            else None
         try:
             if not parts:
                 return self.reply(200, {"message": "Buildkite stand-in",
@@ -1008,6 +1056,10 @@ class Handler(BaseHTTPRequestHandler):
             if not isinstance(seconds, (int, float)) or seconds < 0:
                 raise ApiError(422, "\"seconds\" must be a non-negative number")
             return self.reply(201, store.queue_job(name, seconds))
+        if parts == ["requests"] and method == "GET":
+            counts = self.server.requests.snapshot()
+            return self.reply(200, {"requests": counts, "total": sum(counts.values()),
+                                    "started_at": self.server.started_at})
         if parts == ["reset"] and method == "POST":
             body = self.body_json()
             store.reset(keep_tokens=bool(body.get("keep_tokens")))
@@ -1088,6 +1140,7 @@ def main():
     StandinServer.address_family = family
     server = StandinServer((args.listen, args.port), Handler)
     server.tls, server.store, server.api_token = tls, store, api_token
+    server.requests, server.started_at = RequestCounter(), now_iso()
     server.ping_interval, server.heartbeat_interval = args.ping_interval, \
         args.heartbeat_interval
 

@@ -425,5 +425,57 @@ class LifecycleTests(StandinCase):
         self.assertEqual(sorted(live), ["default", "second"])
 
 
+class RequestCountTests(StandinCase):
+
+    def counts(self):
+        status, body, _ = self.call("GET", "/_test/requests")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["total"], sum(body["requests"].values()))
+        return body["requests"]
+
+    def counted_since(self, before):
+        after = self.counts()
+        for route, count in before.items():
+            self.assertGreaterEqual(after.get(route, 0), count, "%s went down" % route)
+        return {route: count - before.get(route, 0) for route, count in after.items()
+                if count != before.get(route, 0)}
+
+    def test_rest_requests_are_counted_per_route_with_ids_as_placeholders(self):
+        first = self.create_token("count a")
+        second = self.create_token("count b")
+        agent = self.register_directly("count-a", "count-host")
+        before = self.counts()
+
+        self.rest("GET", "/agents")
+        self.rest("GET", "/agents?per_page=100&page=1")  # The query is not part of the route.
+        self.rest("GET", "/agents/" + agent["id"])
+        self.rest("GET", "/agents/no-such-agent")  # A 404 is an answered request too.
+        self.call("GET", "/v2/organizations/demo/agents")  # So is a 401.
+        self.rest("DELETE", "/clusters/default/tokens/" + first["id"])
+        self.rest("DELETE", "/clusters/%s/tokens/%s" % (first["cluster_url"].split("/")[-1],
+                                                        second["id"]))
+        self.call("GET", "/v2/access-token", bearer=self.api_token)
+        # Neither the agent API, GraphQL nor the test API is REST.
+        self.call("GET", "/_test/health")
+        self.call("GET", "/v3/ping", raw_headers={"Authorization": "Token "
+                                                  + agent["access_token"]})
+        self.graphql('query { organization(slug: "demo") { id } }')
+
+        self.assertEqual(self.counted_since(before), {
+            "GET /v2/organizations/{org}/agents": 3,
+            "GET /v2/organizations/{org}/agents/{agent}": 2,
+            "DELETE /v2/organizations/{org}/clusters/{cluster}/tokens/{token}": 2,
+            "GET /v2/access-token": 1,
+        })
+
+    def test_counts_only_grow_even_across_a_reset(self):
+        self.rest("GET", "/clusters")
+        before = self.counts()
+        self.assertEqual(self.call("POST", "/_test/reset", {"keep_tokens": True})[0], 200)
+        self.rest("GET", "/clusters")
+        self.assertEqual(self.counted_since(before),
+                         {"GET /v2/organizations/{org}/clusters": 1})
+
+
 if __name__ == "__main__":
     unittest.main()
