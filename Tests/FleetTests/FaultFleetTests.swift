@@ -144,9 +144,11 @@ final class FaultFleetTests: XCTestCase {
         FleetHarness.reset([host])
         FleetHarness.run(FleetHarness.fleetScript, ["set", host, "rebuild-seconds", "8"])
         let (run, out) = try start(["apply", try inventory()])
-        // The sshd process serving bkfleet's session is the parent of its wait command.
+        // The sshd process serving bkfleet's session is the parent of the command that
+        // started the switch and now waits for it.
         let sshd = waitFor("""
-            for p in $(grep -l 'bkfleet-rebuild-wai[t]' /proc/[0-9]*/cmdline 2>/dev/null); do
+            for p in $(grep -lE 'bkfleet-rebuild-(star[t]|wai[t])' /proc/[0-9]*/cmdline \
+                2>/dev/null); do
               p=${p#/proc/}; p=${p%/cmdline}
               awk '/^PPid:/ {print $2}' /proc/$p/status; break
             done
