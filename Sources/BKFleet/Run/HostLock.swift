@@ -20,7 +20,7 @@ extension HostRun {
                              message: "taking the host lock, reading state")
         let output = try takeLock(session, script: RemoteScripts.lockedProbe,
                                   arguments: [inventory.defaults.moduleDir,
-                                              inventory.defaults.secretDir, logLines]
+                                              inventory.defaults.secretDir, logMode]
                                       + host.agents)
         return try step(.probe) { try HostState.parse(output) }
     }

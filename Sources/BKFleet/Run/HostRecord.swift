@@ -30,7 +30,9 @@ extension HostRun {
         // One record line each: a control character (a newline in USER, say) would make
         // a line of its own.
         runRecord = lines.map { line in
-            String(line.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : Character($0) })
+            String(line.unicodeScalars.map { scalar -> Character in
+                scalar.value < 0x20 || scalar.value == 0x7f ? "?" : Character(scalar)
+            })
         }
     }
 

@@ -112,7 +112,7 @@ final class HostRun {
         report.outcome = .changed
         // A rollback checks that each agent registers again as it did before; with the
         // API the probe read no log lines of running agents, so read them now.
-        if logLines != "all" { try readRegistrationLines(session, into: &state) }
+        if logMode != "all" { try readRegistrationLines(session, into: &state) }
         // From the first write on, a failure rolls the host back to what the probe saw
         // (see HostRollback.swift) unless --no-rollback.
         do {
@@ -248,7 +248,7 @@ final class HostRun {
         let output = try remote(session, .probe, script: RemoteScripts.probe,
                                 name: "bkfleet-probe",
                                 arguments: [inventory.defaults.moduleDir,
-                                            inventory.defaults.secretDir, logLines]
+                                            inventory.defaults.secretDir, logMode]
                                     + host.agents)
         return try step(.probe) { try HostState.parse(output) }
     }
@@ -304,17 +304,17 @@ final class HostRun {
     /// Which agent log lines the scripts read: every agent's when registrations are
     /// confirmed from the log; with the Buildkite API, only a unit's that is not running
     /// (why it stopped: a rejected token, say). Each read starts programs on the host.
-    var logLines: String {
+    var logMode: String {
         if case .api = context.registrations { return "trouble" }
         return "all"
     }
 
-    /// The agents' units now (and their log lines, as `logLines` says, or `all`).
+    /// The agents' units now (and their log lines, as `logMode` says, or all).
     func unitStates(_ session: SSHSession, agents: [String],
                     allLogLines: Bool = false) throws -> HostState {
         let output = try remote(session, .verify, script: RemoteScripts.unitState,
                                 name: "bkfleet-units",
-                                arguments: [allLogLines ? "all" : logLines] + agents)
+                                arguments: [allLogLines ? "all" : logMode] + agents)
         return try step(.verify) { try HostState.parse(output) }
     }
 

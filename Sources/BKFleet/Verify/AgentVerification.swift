@@ -59,7 +59,8 @@ extension HostRun {
                 results.append(verdict.result)
             }
             if !pending || Date() >= deadline { return results }
-            if case .api = context.registrations, unlisted.count == results.filter({ !$0.ok }).count {
+            let waiting = results.filter { !$0.ok }.count
+            if case .api = context.registrations, unlisted.count == waiting {
                 // Only Buildkite's listing is awaited: ask it (one listing shared by every
                 // host) every half second, and the host only every 3 s, to see that the
                 // agents still run as the same processes, or why not. Each look at the
