@@ -103,7 +103,17 @@ enum ApplyCommand {
             }
             options.approved = Dictionary(saved.hosts.map { ($0.name, $0) },
                                           uniquingKeysWith: { first, _ in first })
+            let selected = hosts
             hosts = hosts.filter { options.approved?[$0.name] != nil }
+            if hosts.isEmpty && !selected.isEmpty {
+                throw UsageError(description: "none of the selected hosts ("
+                                 + selected.map(\.name).prefix(5).joined(separator: ", ")
+                                 + (selected.count > 5 ? ", ..." : "") + ") is in the plan "
+                                 + "\(given), which covers "
+                                 + saved.hosts.map(\.name).prefix(5).joined(separator: ", ")
+                                 + (saved.hosts.count > 5 ? ", ..." : "")
+                                 + "; nothing was changed")
+            }
             let note = (options.dryRun ? "Checking the plan" : "Applying the plan")
                 + " \(given) made \(saved.createdAt): \(saved.summary)"
             // With --json, stdout carries only JSON lines.

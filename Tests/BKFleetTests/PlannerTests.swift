@@ -173,5 +173,7 @@ final class PlannerTests: XCTestCase {
                        "Plan: 1 host to change, 1 agent to add, 0 tokens to replace, 0 to remove.")
         XCTAssertEqual(PlanPrinter.summary([reports[1]]),
                        "No changes. The fleet matches the inventory.")
+        // An empty shard read nothing: it must not claim the fleet matches.
+        XCTAssertTrue(PlanPrinter.summary([]).hasPrefix("No host selected"))
     }
 }

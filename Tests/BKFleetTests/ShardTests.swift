@@ -99,6 +99,8 @@ final class ShardTests: XCTestCase {
             try Shard.fromEnvironment(["BUILDKITE_PARALLEL_JOB": "one",
                                        "BUILDKITE_PARALLEL_JOB_COUNT": "4"])
         }
-        XCTAssertTrue(garbage.contains("are not whole numbers"), garbage)
+        XCTAssertTrue(garbage.contains("BUILDKITE_PARALLEL_JOB='one' is not a whole number"),
+                      garbage)
+        XCTAssertFalse(garbage.contains("COUNT='4'"), "the good one is not blamed: \(garbage)")
     }
 }

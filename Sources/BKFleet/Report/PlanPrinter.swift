@@ -85,6 +85,11 @@ public struct PlanPrinter {
     public static func summary(_ reports: [HostReport]) -> String {
         let plans = reports.compactMap(\.plan)
         let hosts = plans.filter { !$0.isEmpty }.count
+        if reports.isEmpty {
+            // An empty shard, say: nothing was read, so nothing is known to match.
+            return "No host selected (--on, --shard or BUILDKITE_PARALLEL_JOB): nothing "
+                + "was read or planned."
+        }
         if hosts == 0 && !reports.contains(where: { $0.outcome.isFailure }) {
             return "No changes. The fleet matches the inventory."
         }

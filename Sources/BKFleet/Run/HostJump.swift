@@ -106,8 +106,8 @@ extension HostRun {
             } catch {
                 throw HostFailure(.connect, "jump host \(jump.name): \(error); check its "
                                   + "address and port ('jump' of \(host.name) in the "
-                                  + "inventory) and that sshd runs there (waited up to "
-                                  + "\(Int(timeout)) s, connect_timeout)")
+                                  + "inventory) and that sshd runs there (connect_timeout "
+                                  + "\(Int(timeout)) s)")
             }
             do {
                 try checkHostKey(session)

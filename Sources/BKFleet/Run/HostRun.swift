@@ -186,8 +186,7 @@ final class HostRun {
             throw HostFailure(.connect, "\(error); check the host's address and port in "
                               + "the inventory and that sshd runs there"
                               + (host.jump.map { " and is reachable from \($0.name)" } ?? "")
-                              + " (waited up to \(Int(defaults.connectTimeout)) s, "
-                              + "connect_timeout)")
+                              + " (connect_timeout \(Int(defaults.connectTimeout)) s)")
         }
         if let (shared, _) = jump, let key = jumpKey {
             let pool = context.jumps

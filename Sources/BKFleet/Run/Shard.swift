@@ -44,9 +44,12 @@ public struct Shard: Sendable, Equatable, CustomStringConvertible {
         // "not sharded" rather than refused.
         guard let job, let jobs else { return nil }
         guard let index = Int(job), let count = Int(jobs) else {
-            throw SelectionError(description: "BUILDKITE_PARALLEL_JOB='\(job)' and "
-                                 + "BUILDKITE_PARALLEL_JOB_COUNT='\(jobs)' are not whole "
-                                 + "numbers; unset them or pass --shard K/N")
+            let bad = [("BUILDKITE_PARALLEL_JOB", job), ("BUILDKITE_PARALLEL_JOB_COUNT", jobs)]
+                .filter { Int($0.1) == nil }.map { "\($0.0)='\($0.1)'" }
+            throw SelectionError(description: bad.joined(separator: " and ")
+                                 + (bad.count == 1 ? " is not a whole number" :
+                                    " are not whole numbers")
+                                 + "; unset both or pass --shard K/N")
         }
         do {
             return try Shard(index: index, count: count)
