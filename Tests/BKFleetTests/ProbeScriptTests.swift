@@ -116,6 +116,21 @@ final class ProbeScriptTests: XCTestCase {
         XCTAssertNil(state.agents["beta"]?.secrets[.token])
     }
 
+    func test_a_leftover_name_with_a_line_break_forges_no_record() throws {
+        try files.createDirectory(atPath: secrets + "/alpha", withIntermediateDirectories: false)
+        try write(secrets + "/alpha/token", "t", mode: 0o400)
+        // What a build job could leave in its own folder: a line that would read as a
+        // record of its own.
+        try write(secrets + "/alpha/.x.bkfleet-tmp.1\nhostname\tevil", "")
+        try files.createDirectory(atPath: secrets + "/alpha/.d.bkfleet-tmp.2",
+                                  withIntermediateDirectories: false)
+        let state = try probe(["alpha"])
+        XCTAssertNotEqual(state.hostname, "evil")
+        XCTAssertEqual(state.agents["alpha"]?.tempFiles,
+                       [secrets + "/alpha/(a name with a line break or tab)"],
+                       "one placeholder; a folder is not reported (the push leaves it)")
+    }
+
     func test_agents_found_on_the_host_are_reported_with_the_wanted_ones() throws {
         // An agent the inventory no longer lists still has its folder and module here.
         for agent in ["alpha", "old"] {
@@ -157,6 +172,14 @@ final class ProbeScriptTests: XCTestCase {
                            "time=1\nrun=x y\n", shell)
             XCTAssertEqual(try files.contentsOfDirectory(atPath: root + "/var"), ["last-apply"])
 
+            // A folder where the record belongs is not written into.
+            try files.removeItem(atPath: record)
+            try files.createDirectory(atPath: record, withIntermediateDirectories: false)
+            (status, _) = try sh(hold, [], stdin: "record time=3\ncommit\n", shell: shell)
+            XCTAssertEqual(status, 3, shell)
+            XCTAssertEqual(try files.contentsOfDirectory(atPath: record), [], shell)
+            try files.removeItem(atPath: record)
+
             // A record that cannot be written says so by its exit status.
             try files.removeItem(atPath: root + "/var")
             try write(root + "/var", "a file where the folder belongs")
@@ -182,6 +205,16 @@ final class ProbeScriptTests: XCTestCase {
             (status, _) = try sh(hold, [], stdin: "dropbackups\ncommit\n", shell: shell)
             XCTAssertEqual(status, 0, shell)
             XCTAssertEqual(try files.contentsOfDirectory(atPath: root + "/backup"), [], shell)
+        }
+        // A link where the backups belong: nothing behind it is removed.
+        try files.removeItem(atPath: root + "/backup")
+        try files.createDirectory(atPath: root + "/elsewhere", withIntermediateDirectories: false)
+        try write(root + "/elsewhere/keep.txt", "keep")
+        try files.createSymbolicLink(atPath: root + "/backup",
+                                     withDestinationPath: root + "/elsewhere")
+        for shell in shells {
+            _ = try sh(hold, [], stdin: "dropbackups\ncommit\n", shell: shell)
+            XCTAssertTrue(files.fileExists(atPath: root + "/elsewhere/keep.txt"), shell)
         }
     }
 }

@@ -73,10 +73,15 @@ extension HostRun {
             // After an earlier run's restore, the agents the unfinished run left (running
             // or failing on its files) start again on the restored ones.
             // LIMITATION: an agent the unfinished run removed is not brought back here.
-            let ran = state.agents.filter {
+            let seen = state.agents.filter {
                 $0.value.unit.isRunning || (earlier > 0 && $0.value.unit.loaded)
             }.keys.sorted()
-            let now = ran.isEmpty ? HostState() : try unitStates(session, agents: ran)
+            let now = seen.isEmpty ? HostState() : try unitStates(session, agents: seen)
+            // An agent only the unfinished run had added is gone with its files: nothing
+            // to restart or check.
+            let ran = seen.filter { name in
+                earlier == 0 || now.agents[name]?.unit.loaded == true
+            }
             // After an earlier run's restore, no running process has the restored files.
             let restart = ran.filter { name in
                 earlier > 0

@@ -20,6 +20,18 @@ enum RemoteScripts {
 set -u
 \#(unitReport)
 mdir=$1; sdir=$2; logs=$3; shift 3
+nl='
+'
+# Leftover temporary files: a name an agent user chose may hold a line break or a tab,
+# which would forge records, so such a name is shown as a placeholder (the push removes
+# the file by its real name). Folders are not reported: the push removes only files.
+say_temp() {
+  [ -f "$2" ] || [ -L "$2" ] || return 0
+  case $2 in
+    *"$nl"*|*"	"*) printf '%s\t%s/(a name with a line break or tab)\n' "$1" "${2%/*}" ;;
+    *) printf '%s\t%s\n' "$1" "$2" ;;
+  esac
+}
 printf 'proto\t1\n'
 read -r hn < /proc/sys/kernel/hostname
 printf 'hostname\t%s\n' "$hn"
@@ -38,7 +50,7 @@ for d in "$mdir" "$sdir"; do
   printf 'folder\t%s\t%s\n' "$d" "$st"
 done
 if [ -f "$mdir/.bkfleet-switch-pending" ]; then printf 'pending\tyes\n'; fi
-for t in "$mdir"/.*.bkfleet-tmp.*; do [ -e "$t" ] && printf 'moduletemp\t%s\n' "$t"; done
+for t in "$mdir"/.*.bkfleet-tmp.*; do say_temp moduletemp "$t"; done
 if [ -f "$mdir/.bkfleet" ]; then
   for f in "$mdir"/*.nix; do
     [ -f "$f" ] || continue
@@ -82,13 +94,11 @@ for a in $agents; do
         paths="$paths $d/$kind" files="$files $d/$kind"
       fi
     done
-    for t in "$d"/.*.bkfleet-tmp.*; do [ -e "$t" ] && printf 'tempfile\t%s\n' "$t"; done
+    for t in "$d"/.*.bkfleet-tmp.*; do say_temp tempfile "$t"; done
   fi
 done
 # The folders and paths here are checked by bkfleet to hold no blanks or wildcards, so
 # the lists split into words safely. sha256sum prints `HASH  PATH` lines.
-nl='
-'
 sums=
 [ -z "$files" ] || sums=$(sha256sum $files 2>/dev/null)$nl
 QUOTING_STYLE=literal stat -c '%n	%U	%G	%a	%Y	%F	%N' $paths 2>/dev/null |
@@ -175,6 +185,11 @@ for d in "$mdir" "$sdir"; do
 done
 # (A killed run's copies in progress in the backups are skipped by `restore` and go with
 # the backups themselves.)
+if [ -n "$bdir" ] && [ -L "${bdir%/*}" ]; then
+  echo "${bdir%/*} is a link, not a folder: bkfleet keeps no backups through it;" \
+    "make it a root-only folder" >&2
+  exit 2
+fi
 [ -z "$bdir" ] || [ -d "$bdir" ] || mkdir -p "$bdir" || exit 1
 while IFS=' ' read -r op path owner group mode len; do
   [ "$op" = end ] && { echo ok; exit 0; }
@@ -376,7 +391,8 @@ fi
 printf 'run=%s %s holder-pid=%s\n' "$lrun" "$lwho" "$$" > "$lock"
 printf 'locked\n'
 # Backups left by a run that died before verifying (they hold old secret copies).
-for b in /var/lib/bkfleet/backup/*; do [ -e "$b" ] && printf 'stalebackup\t%s\n' "$b"; done
+[ -L \#(backupRoot) ] ||
+  for b in \#(backupRoot)/*; do [ -e "$b" ] && printf 'stalebackup\t%s\n' "$b"; done
 umask 022
 """#
 
@@ -400,14 +416,15 @@ while IFS= read -r line; do
     commit)
       # fd 9 (the lock) stays with this shell alone, so a takeover can end it.
       case $mark in */.bkfleet-switch-pending) rm -f "$mark" 9>&- || rc=3 ;; esac
-      if [ -n "$drop" ]; then
+      # Only a real folder: a link there is left alone, and nothing behind it removed.
+      if [ -n "$drop" ] && [ -d \#(backupRoot) ] && [ ! -L \#(backupRoot) ]; then
         for b in \#(backupRoot)/*; do [ -e "$b" ] && { rm -rf "$b" 9>&- || rc=3; }; done
       fi
       if [ -n "$rec" ]; then
         f=\#(runRecord)
         t=$f.bkfleet-tmp.$$
         if { [ -d "${f%/*}" ] || mkdir -p "${f%/*}" 9>&-; } && printf '%s' "$rec" > "$t" \
-          && mv -f "$t" "$f" 9>&-; then :; else rm -f "$t" 9>&-; rc=3; fi
+          && mv -fT "$t" "$f" 9>&-; then :; else rm -f "$t" 9>&-; rc=3; fi
       fi ;;
   esac
 done
@@ -458,7 +475,8 @@ EOF
     [ -n "${NIX_PATH:-}" ] && set -- "$@" --setenv=NIX_PATH="$NIX_PATH"
     # The unit holds an flock on KIND.lock while it runs, so the wait sleeps in the
     # kernel until it ends instead of asking over and over.
-    systemd-run --quiet --collect --unit="$unit" "$@" flock "$rd/$kind.lock" /bin/sh -c \
+    # -o: what the command leaves running does not keep holding it.
+    systemd-run --quiet --collect --unit="$unit" "$@" flock -o "$rd/$kind.lock" /bin/sh -c \
       '/bin/sh -c "$3" > "$1/$2.log" 2>&1; echo $? > "$1/$2.status.tmp"
        mv -f "$1/$2.status.tmp" "$1/$2.status"' \
       bkfleet-rebuild "$rd" "$kind" "$cmd" || exit 1

@@ -100,6 +100,13 @@ final class HostRun {
         }
         if plan.isEmpty {
             report.agents = verifyOnce(desired: desired, state: state)
+            if report.agents.contains(where: { !$0.ok }) {
+                // Nothing to change, yet an agent is not (yet) as promised: one restarted
+                // a moment ago by someone else, say. It gets the wait a changed one gets,
+                // and a failure that cannot change (a rejected token) ends it at once.
+                report.agents = try verifyAfterChange(session, desired: desired,
+                                                      before: state, firstLook: state)
+            }
             if let bad = report.agents.first(where: { !$0.ok }) {
                 throw HostFailure(.verify, "agent \(bad.agent): \(bad.detail)")
             }
