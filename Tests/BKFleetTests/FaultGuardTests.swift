@@ -23,19 +23,8 @@ final class FaultGuardTests: XCTestCase {
 
     func sh(_ script: String, _ arguments: [String], stdin: [UInt8] = []) throws
         -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script, "bkfleet-test"] + arguments
-        let input = Pipe(), out = Pipe()
-        process.standardInput = input
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        input.fileHandleForWriting.write(Data(stdin))
-        try input.fileHandleForWriting.close()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
+        let result = try runScript(script, arguments, stdin: stdin)
+        return (result.status, result.all)
     }
 
     func mode(_ path: String) throws -> Int {
@@ -144,7 +133,7 @@ final class FaultGuardTests: XCTestCase {
 
     func test_ownership_repair_never_follows_a_link_to_another_agents_token() throws {
         let target = secrets + "/b/token"
-        fm.createFile(atPath: target, contents: Data("tok".utf8),
+        _ = fm.createFile(atPath: target, contents: Data("tok".utf8),
                       attributes: [.posixPermissions: 0o400])
         try fm.createSymbolicLink(atPath: secrets + "/a/token", withDestinationPath: target)
         var batch = PushBatch()
@@ -158,7 +147,7 @@ final class FaultGuardTests: XCTestCase {
 
     func test_a_secret_written_over_a_link_or_folder_becomes_a_regular_file() throws {
         let target = secrets + "/b/token"
-        fm.createFile(atPath: target, contents: Data("other".utf8),
+        _ = fm.createFile(atPath: target, contents: Data("other".utf8),
                       attributes: [.posixPermissions: 0o400])
         try fm.createSymbolicLink(atPath: secrets + "/a/token", withDestinationPath: target)
         try fm.createDirectory(atPath: secrets + "/a/ssh_key/inner",
@@ -184,7 +173,7 @@ final class FaultGuardTests: XCTestCase {
         throws {
         let token = secrets + "/a/token"
         let backups = root + "/backup"
-        fm.createFile(atPath: token, contents: Data("good".utf8))
+        _ = fm.createFile(atPath: token, contents: Data("good".utf8))
         // The killed run replaced the verified token (its backup holds the good one).
         let killed = backups + "/20260101T000000Z-1"
         var batch = PushBatch()

@@ -37,20 +37,8 @@ final class ProbeScriptTests: XCTestCase {
 
     func sh(_ script: String, _ arguments: [String], stdin: String = "",
             shell: String = "/bin/sh") throws -> (status: Int32, out: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: shell)
-        process.arguments = ["-c", script, "bkfleet-test"] + arguments
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        input.fileHandleForWriting.write(Data(stdin.utf8))
-        try input.fileHandleForWriting.close()
-        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(),
-                         as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, out)
+        let result = try runScript(script, arguments, stdin: Array(stdin.utf8), shell: shell)
+        return (result.status, result.out)
     }
 
     /// The probe's report, the same under every shell.

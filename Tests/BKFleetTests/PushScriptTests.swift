@@ -21,20 +21,8 @@ final class PushScriptTests: XCTestCase {
     }
 
     func push(_ stdin: [UInt8]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", RemoteScripts.push, "bkfleet-push", modules, secrets]
-        let input = Pipe(), err = Pipe()
-        process.standardInput = input
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = err
-        try process.run()
-        input.fileHandleForWriting.write(Data(stdin))
-        try input.fileHandleForWriting.close()
-        let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(),
-                             as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, errText)
+        let result = try runScript(RemoteScripts.push, [modules, secrets], stdin: stdin)
+        return (result.status, result.err)
     }
 
     func mode(_ path: String) throws -> Int {

@@ -20,23 +20,6 @@ final class RotateDryRunTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: folder)
     }
 
-    /// A loopback port nothing listens on: bound, then closed again.
-    private func closedPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        XCTAssertTrue(bound)
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     private func write(_ name: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws {
         try SSHKeyFile.writeAtomically(folder + "/" + name, bytes, mode: mode,
                                        role: .sshKey(name))
@@ -73,7 +56,7 @@ final class RotateDryRunTests: XCTestCase {
             [[hosts]]
             name = "builder-01"
             address = "127.0.0.1"
-            port = \(try closedPort())
+            port = \(freeLoopbackPort())
             agents = ["linux"]
             """
         return try loadInventory(text, file: folder + "/inventory.toml")

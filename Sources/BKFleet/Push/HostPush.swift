@@ -4,6 +4,10 @@
 import Foundation
 
 extension HostRun {
+    /// The empty file that says a switch is pending: made before the modules are written,
+    /// removed once the host verified (HostLock.swift); the probe reports it.
+    var switchMark: String { "\(inventory.defaults.moduleDir)/.bkfleet-switch-pending" }
+
     /// Writes secrets and modules in one round trip, secret bytes on standard input.
     func push(_ session: SSHSession, plan: HostPlan, desired: DesiredState,
                       state: HostState, backup: String? = nil) throws {
@@ -44,7 +48,7 @@ extension HostRun {
         if plan.needsRebuild {
             // Cleared once the switch succeeded; while it stands, every run rebuilds, so
             // a failed, killed or timed-out switch is never mistaken for convergence.
-            ops.mark("\(dirs.moduleDir)/.bkfleet-switch-pending")
+            ops.mark(switchMark)
         }
         for change in plan.modules {
             let path = "\(dirs.moduleDir)/\(change.file)"

@@ -37,8 +37,7 @@ extension HostRun {
         guard let held = hostLock else { return }
         hostLock = nil
         guard runRecord != nil || dropBackups || clearSwitchMark else { return held.release() }
-        let mark = "\(inventory.defaults.moduleDir)/.bkfleet-switch-pending"
-        let input = (clearSwitchMark ? "unmark \(mark)\n" : "")
+        let input = (clearSwitchMark ? "unmark \(switchMark)\n" : "")
             + (dropBackups ? "dropbackups\n" : "")
             + (runRecord ?? []).map { "record \($0)\n" }.joined() + "commit\n"
         runRecord = nil
@@ -50,7 +49,7 @@ extension HostRun {
                                          label: "bkfleet-lock")
             if result.exitStatus != 0 {
                 let err = result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines)
-                log.write("could not clear \(mark), drop the backups in "
+                log.write("could not clear \(switchMark), drop the backups in "
                           + "\(RemoteScripts.backupRoot) or write the run record "
                           + "\(RemoteScripts.runRecord) (status "
                           + "\(result.exitStatus))" + (err.isEmpty ? "" : ": \(err)"))
